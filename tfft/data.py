@@ -188,6 +188,16 @@ class DataBundle:
         augmented: whether the training split is augmented.
         skipped: bad files / rows that were dropped.
         seed: the seed of the splits and shuffling.
+
+    Example:
+
+    >>> import numpy as np
+    >>> bundle = from_arrays(np.zeros((10, 4)), [0] * 6 + [1] * 4,
+    ...                      validation_split=0.5, batch_size=5)
+    >>> bundle.num_classes, bundle.counts["validation"], bundle.class_counts
+    (2, (3, 2), (6, 4))
+    >>> print(bundle.summary().splitlines()[1])
+    class       train  validation
     """
 
     train: tf.data.Dataset | None
@@ -1178,6 +1188,11 @@ def _read_table(
             quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL,
         )
         columns = tuple(reader.fieldnames or ())
+        if label_column not in columns:
+            raise ValueError(
+                f"{path}: missing column {label_column!r}; the header has {columns}. "
+                "Pass label_column= to name the label column."
+            )
         if text_columns is None:
             text_columns = tuple(c for c in columns if c != label_column)
             if len(text_columns) != 1:
@@ -1185,11 +1200,11 @@ def _read_table(
                     f"{path}: cannot tell the text column among {columns}; pass "
                     "text_column='<name>' (or a pair of names for sentence pairs)."
                 )
-        for column in text_columns + (label_column,):
+        for column in text_columns:
             if column not in columns:
                 raise ValueError(
                     f"{path}: missing column {column!r}; the header has {columns}. "
-                    "Pass text_column= / label_column= to name the right ones."
+                    "Pass text_column= to name the text column(s)."
                 )
         rows, bad = [], []
         for line, row in enumerate(reader, start=2):

