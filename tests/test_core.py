@@ -332,12 +332,12 @@ def test_layerwise_decay_scales_lower_blocks():
 def test_default_callbacks_set_and_switches(tmp_path):
     cbs = tfft.default_callbacks(str(tmp_path))
     kinds = {type(c).__name__ for c in cbs}
-    assert kinds == {"TerminateOnNaN", "ReduceLROnPlateau", "EarlyStopping", "ModelCheckpoint", "CSVLogger",
+    assert kinds == {"EpochSeed", "TerminateOnNaN", "ReduceLROnPlateau", "EarlyStopping", "ModelCheckpoint", "CSVLogger",
                      "TensorBoard", "BackupAndRestore"}
     early = next(c for c in cbs if type(c).__name__ == "EarlyStopping")
     assert early.restore_best_weights
     cbs = tfft.default_callbacks(str(tmp_path), tensorboard=False, backup=False, reduce_lr_on_plateau=False)
-    assert {type(c).__name__ for c in cbs} == {"TerminateOnNaN", "EarlyStopping", "ModelCheckpoint", "CSVLogger"}
+    assert {type(c).__name__ for c in cbs} == {"EpochSeed", "TerminateOnNaN", "EarlyStopping", "ModelCheckpoint", "CSVLogger"}
 
 
 def test_callbacks_in_a_users_own_fit(tmp_path):

@@ -13,6 +13,7 @@ import os
 import keras
 
 from tfft import io
+from tfft.order import EpochSeed
 
 logger = logging.getLogger("tfft")
 
@@ -124,9 +125,9 @@ def default_callbacks(
     Example:
     >>> cbs = default_callbacks(None, monitor="loss")
     >>> [type(c).__name__ for c in cbs]
-    ['TerminateOnNaN', 'ReduceLROnPlateau', 'EarlyStopping']
+    ['EpochSeed', 'TerminateOnNaN', 'ReduceLROnPlateau', 'EarlyStopping']
     """
-    callbacks = []
+    callbacks = [EpochSeed()]  # epoch-keyed shuffling of tfft datasets (tfft.order)
     if terminate_on_nan:
         callbacks.append(keras.callbacks.TerminateOnNaN())
     if reduce_lr_on_plateau:

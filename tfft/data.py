@@ -90,6 +90,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfft import order as order_lib
+
 logger = logging.getLogger(__name__)
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -519,9 +521,8 @@ class _Pipeline:
         return dataset
 
     def _shuffle(self, dataset: tf.data.Dataset, buffer: int) -> tf.data.Dataset:
-        return dataset.shuffle(
-            max(1, buffer), seed=self.seed, reshuffle_each_iteration=True
-        )
+        # Epoch-keyed: a run resumed at epoch e sees epoch e's order (tfft.order).
+        return order_lib.epoch_shuffle(dataset, buffer, self.seed)
 
     def _image_files(
         self, examples: _Examples, split: str, training: bool
@@ -1861,7 +1862,7 @@ def _tfds_dataset(
     )
     if training:
         buffer = (num_examples if in_memory else None) or MAX_SHUFFLE_BUFFER
-        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+        dataset = order_lib.epoch_shuffle(dataset, buffer, seed)
     dataset = dataset.batch(batch_size)
     if training and augment is not None:
         dataset = dataset.map(

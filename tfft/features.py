@@ -20,6 +20,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfft import order as order_lib
+
 logger = logging.getLogger("tfft")
 
 DEFAULT_MEMORY_LIMIT = 2 * 1024**3  # bytes of features kept in memory before going to disk
@@ -145,7 +147,7 @@ class FeatureStore:
         else:
             ds = tf.data.Dataset.load(entry.path)
         if shuffle:
-            ds = ds.shuffle(_count(entry), seed=seed, reshuffle_each_iteration=True)
+            ds = order_lib.epoch_shuffle(ds, _count(entry), 0 if seed is None else seed)
         return ds.batch(entry.batch_size).prefetch(tf.data.AUTOTUNE)
 
     def _compute(self, extractor, data, key):

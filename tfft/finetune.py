@@ -15,6 +15,7 @@ running resumes at its last finished epoch with its optimizer state and schedule
 import dataclasses
 import logging
 import os
+import re
 import shutil
 from typing import Dict, List, Optional
 
@@ -25,6 +26,7 @@ import tensorflow as tf
 from tfft import callbacks as callbacks_lib
 from tfft import features as features_lib
 from tfft import io
+from tfft import order as order_lib
 from tfft.freezing import FreezeSummary, freeze, resolve_spec
 from tfft.freezing import unfreeze as unfreeze_layers
 from tfft.optim import compile_model
@@ -116,7 +118,7 @@ def _as_dataset(data, batch_size, shuffle, seed):
         parts = tuple(_as_string_array(p) if i == 0 else np.asarray(p) for i, p in enumerate(data))
         ds = tf.data.Dataset.from_tensor_slices(parts)
         if shuffle:
-            ds = ds.shuffle(len(parts[1]), seed=seed, reshuffle_each_iteration=True)
+            ds = order_lib.epoch_shuffle(ds, len(parts[1]), 0 if seed is None else seed)
         return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     raise TypeError("train_data / validation_data must be a tf.data.Dataset or an (x, y[, sample_weight]) tuple.")
 
@@ -146,34 +148,27 @@ def _phase_plan(unfreeze_spec, finetune_epochs, gradual, model):
         return []
     if not gradual:
         return [("finetune", unfreeze_spec, finetune_epochs)]
-    target = {layer.name for layer in resolve_spec(model, unfreeze_spec, from_top=True)}
-    stages = []
-    n_blocks = int(gradual) if not isinstance(gradual, bool) else None
     from tfft.freezing import _backbone, _block_pattern, block_index
 
+    target = sorted(layer.name for layer in resolve_spec(model, unfreeze_spec, from_top=True))
     backbone = _backbone(model)
     pattern = _block_pattern(model, backbone)
     if pattern is None:
         raise ValueError("gradual unfreezing needs a backbone with a known block structure.")
     _, total_blocks = block_index(backbone, pattern)
-    n_blocks = min(n_blocks or total_blocks, total_blocks)
-    for k in range(1, n_blocks + 1):
-        names = {layer.name for layer in resolve_spec(model, f"top:{k}", from_top=True)} & target
-        stages.append(sorted(names))
-    stages = [s for i, s in enumerate(stages) if s and (i == 0 or s != stages[i - 1])]
-    if sorted(target) not in stages:
-        stages.append(sorted(target))
+    # Stage k trains the top k blocks (within `unfreeze`); the last stage trains all of `unfreeze`.
+    n_stages = total_blocks + 1 if gradual is True else max(1, int(gradual))
+    stages = []
+    for k in range(1, min(n_stages, total_blocks + 1)):
+        names = sorted({layer.name for layer in resolve_spec(model, f"top:{k}", from_top=True)} & set(target))
+        if names and names not in stages and names != target:
+            stages.append(names)
+    stages = stages[: n_stages - 1] + [target]
     epochs = [finetune_epochs // len(stages)] * len(stages)
     for i in range(finetune_epochs - sum(epochs)):
         epochs[-1 - i] += 1
-    return [(f"finetune_{i}", ["re:" + "|".join(map(_escape, s))], e)
-            for i, (s, e) in enumerate(zip(stages, epochs)) if e > 0]
-
-
-def _escape(name):
-    import re
-
-    return re.escape(name)
+    return [(f"finetune_{i}", "re:" + "|".join(map(re.escape, names)), e)
+            for i, (names, e) in enumerate(zip(stages, epochs)) if e > 0]
 
 
 def fine_tune(
@@ -358,7 +353,9 @@ def _run_phase(model, name, train, val, start, end, summary, compile_kwargs, *, 
         compile_model(fit_model, task=(model.tfft_info or {}).get("task"), **compile_kwargs)
 
     cbs = [_EpochLog(state, state_path, name)]
-    if default_callbacks:
+    if not default_callbacks:
+        cbs.append(order_lib.EpochSeed())
+    else:
         phase_dir = os.path.join(workdir, "backup", name) if workdir else None
         cbs += callbacks_lib.default_callbacks(
             workdir, monitor=monitor, patience=patience, backup_dir=phase_dir,
@@ -371,7 +368,7 @@ def _run_phase(model, name, train, val, start, end, summary, compile_kwargs, *, 
                 cb.delete_checkpoint = False  # removed by _finish_phase once the phase is recorded
     cbs += list(extra_callbacks or [])
     history = fit_model.fit(fit_train, validation_data=fit_val, epochs=end, initial_epoch=start, callbacks=cbs,
-                            class_weight=class_weight, verbose=verbose)
+                            class_weight=class_weight, verbose=verbose, shuffle=False)
     resumed = bool(fit_model._initial_epoch)
     fit_model._initial_epoch = None
     return PhaseResult(name, start, end, _history_from_state(state, name) or history.history, summary,

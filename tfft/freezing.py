@@ -58,6 +58,11 @@ def _backbone(model):
         return model
 
 
+def backbone_layers(backbone):
+    """The backbone's own layers (a lone layer used as a backbone is its own only layer)."""
+    return list(backbone.layers) if hasattr(backbone, "layers") else [backbone]
+
+
 def _count(variables):
     return int(sum(np.prod(v.shape) for v in variables))
 
@@ -65,7 +70,7 @@ def _count(variables):
 def block_index(backbone, pattern):
     """Maps each layer name to its block number (0 = stem), using the registry's regex."""
     blocks, current, seen = {}, 0, {}
-    for layer in backbone.layers:
+    for layer in backbone_layers(backbone):
         match = re.match(pattern, layer.name) if pattern else None
         if match:
             key = match.group(1)
@@ -83,7 +88,7 @@ def _block_pattern(model, backbone):
     name = info.get("backbone")
     if name in backbones_lib.list_backbones():
         return backbones_lib.get_backbone_spec(name).block_pattern
-    names = [layer.name for layer in backbone.layers]
+    names = [layer.name for layer in backbone_layers(backbone)]
     for pattern in (backbones_lib.BERT_BLOCKS, backbones_lib.RESNET_BLOCKS, backbones_lib.VGG_BLOCKS,
                     backbones_lib.EFFICIENTNET_BLOCKS):
         if any(re.match(pattern, n) for n in names):
@@ -104,7 +109,7 @@ def resolve_spec(model, spec, *, from_top=False):
             is not understood; the message lists close layer names.
     """
     backbone = _backbone(model)
-    layers = list(backbone.layers)
+    layers = backbone_layers(backbone)
     names = [layer.name for layer in layers]
     chosen = set()
     for term in _split_terms(spec):
@@ -213,18 +218,18 @@ def _apply(model, frozen_names, train_batchnorm):
     backbone = _backbone(model)
     # Layer.trainable recurses into sublayers, but not through a Functional model's layer
     # list: reset every layer of the model and of the backbone explicitly.
-    for layer in [model, backbone] + list(model.layers) + list(backbone.layers):
+    for layer in [model, backbone] + list(model.layers) + backbone_layers(backbone):
         layer.trainable = True
-    for layer in backbone.layers:
+    for layer in backbone_layers(backbone):
         if layer.name in frozen_names:
             layer.trainable = False
     n_bn = 0
     if not train_batchnorm:
-        for layer in backbone._flatten_layers(include_self=False, recursive=True):
+        for layer in backbone._flatten_layers(include_self=True, recursive=True):
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False
                 n_bn += 1
-    if backbone is not model and not any(layer.trainable for layer in backbone.layers):
+    if backbone is not model and not any(layer.trainable for layer in backbone_layers(backbone)):
         backbone.trainable = False
     return summarize(model, n_bn)
 
@@ -234,7 +239,7 @@ def summarize(model, frozen_batchnorm=None):
     backbone = _backbone(model)
     if frozen_batchnorm is None:
         frozen_batchnorm = sum(
-            1 for layer in backbone._flatten_layers(include_self=False, recursive=True)
+            1 for layer in backbone._flatten_layers(include_self=True, recursive=True)
             if isinstance(layer, keras.layers.BatchNormalization) and not layer.trainable
         )
     trainable = _count(model.trainable_weights)
@@ -242,8 +247,8 @@ def summarize(model, frozen_batchnorm=None):
     return FreezeSummary(
         trainable_params=trainable,
         frozen_params=total - trainable,
-        frozen_layers=[layer.name for layer in backbone.layers if not layer.trainable],
-        trainable_layers=[layer.name for layer in backbone.layers if layer.trainable],
+        frozen_layers=[layer.name for layer in backbone_layers(backbone) if not layer.trainable],
+        trainable_layers=[layer.name for layer in backbone_layers(backbone) if layer.trainable],
         frozen_batchnorm=frozen_batchnorm,
     )
 
@@ -280,5 +285,5 @@ def unfreeze(model, spec, *, train_batchnorm=False):
     """
     backbone = _backbone(model)
     trainable = {layer.name for layer in resolve_spec(model, spec, from_top=True)}
-    frozen = {layer.name for layer in backbone.layers if layer.name not in trainable}
+    frozen = {layer.name for layer in backbone_layers(backbone) if layer.name not in trainable}
     return _apply(model, frozen, train_batchnorm)

@@ -176,7 +176,7 @@ _CLASSES = {
 def layerwise_multipliers(model, decay):
     """Learning-rate multipliers for layer-wise decay: the head gets 1, the top backbone block
     `decay`, the next `decay**2`, ..., the stem / embeddings `decay**(n_blocks + 1)`."""
-    from tfft.freezing import _backbone, _block_pattern, block_index
+    from tfft.freezing import _backbone, _block_pattern, backbone_layers, block_index
 
     backbone = _backbone(model)
     pattern = _block_pattern(model, backbone)
@@ -184,7 +184,7 @@ def layerwise_multipliers(model, decay):
         raise ValueError("layerwise_decay needs a backbone with a known block structure.")
     blocks, n_blocks = block_index(backbone, pattern)
     multipliers = {}
-    for layer in backbone.layers:
+    for layer in backbone_layers(backbone):
         depth = n_blocks + 1 - blocks[layer.name]  # stem: n_blocks + 1, top block: 1
         for v in layer.trainable_weights:
             multipliers[v.path] = float(decay) ** depth
@@ -308,7 +308,9 @@ def default_metrics(task, num_classes=None):
             keras.metrics.Precision(name="precision"),
             keras.metrics.Recall(name="recall"),
             keras.metrics.AUC(name="auc", multi_label=task == "multilabel"),
-            F1Score(average="macro" if task == "multilabel" else None, threshold=0.5, name="f1", sparse=False),
+            # "macro" also for binary: over its one output it is that output's F1, as a scalar
+            # (average=None gives shape (1,), which TensorBoard and the CSV log reject).
+            F1Score(average="macro", threshold=0.5, name="f1", sparse=False),
         ]
     if task == "regression":
         return [keras.metrics.MeanAbsoluteError(name="mae"), keras.metrics.RootMeanSquaredError(name="rmse")]
