@@ -208,7 +208,8 @@ def fine_tune(
     Args:
         model: a model from `tfft.build_model`.
         train_data: a `tf.data.Dataset` of `(x, y[, sample_weight])` batches (e.g. from
-            `tfft.data`), or an `(x, y[, sample_weight])` tuple of arrays.
+            `tfft.data`), an `(x, y[, sample_weight])` tuple of arrays, or a
+            `tfft.data.DataBundle` (its train and validation splits).
         validation_data: the same forms; used for monitoring and the final metrics.
         head_epochs: epochs of phase 1 (default 5 for images, 1 for text); 0 skips it.
         finetune_epochs: epochs of phase 2 (default 5 for images, 3 for text); 0 skips it.
@@ -258,6 +259,10 @@ def fine_tune(
                     weight_decay=weight_decay, batch_size=batch_size)
     recipe.update({k: v for k, v in settings.items() if v is not None})
 
+    if hasattr(train_data, "train") and hasattr(train_data, "validation"):  # a tfft.data.DataBundle
+        if validation_data is None:
+            validation_data = train_data.validation
+        train_data = train_data.train
     train = _as_dataset(train_data, recipe["batch_size"], True, seed)
     val = _as_dataset(validation_data, recipe["batch_size"], False, seed)
     monitor = monitor or ("val_loss" if val is not None else "loss")
@@ -339,7 +344,8 @@ def _run_phase(model, name, train, val, start, end, summary, compile_kwargs, *, 
                store):
     fit_model, fit_train, fit_val, cached = model, train, val, False
     if _want_cache(model, train, cache):
-        extractor, head = features_lib.split_at_features(model)
+        with model.distribute_strategy.scope():  # the head model then fits under the model's strategy
+            extractor, head = features_lib.split_at_features(model)
         if head is not None:
             key = features_lib.fingerprint(extractor)
             fit_train = store.dataset(extractor, train, shuffle=True, seed=seed, key=key)

@@ -42,6 +42,12 @@ class FreezeSummary:
     trainable_layers: List[str]
     frozen_batchnorm: int
 
+    def __getitem__(self, key):
+        return getattr(self, key)
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
     def __str__(self):
         total = self.trainable_params + self.frozen_params
         return (

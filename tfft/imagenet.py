@@ -31,12 +31,12 @@ def imagenet_classifier(name, *, input_shape=(224, 224, 3), weights="pretrained"
     network = getattr(keras.applications, _APPLICATIONS[name])(
         include_top=True, weights=None, input_shape=tuple(input_shape), classifier_activation="softmax"
     )
-    if weights == "pretrained":
-        from tfft import weights as weights_lib
+    from tfft import weights as weights_lib
 
+    if weights == "pretrained":
         weights = weights_lib.imagenet_weights_or_raise(name, include_top=True)
     if weights is not None:
-        network.load_weights(weights)
+        weights_lib.load_local_weights(network, weights)  # clear errors on a name or shape mismatch
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     outputs = network(spec.preprocessing()(inputs))
     return keras.Model(inputs, outputs, name=f"{name}_imagenet")
