@@ -228,7 +228,10 @@ def _offline_preset_message(preset, error):
     )
 
 
-def load_text_preset(preset, *, weights="pretrained", sequence_length=128):
+DEFAULT_SEQUENCE_LENGTH = 128
+
+
+def load_text_preset(preset, *, weights="pretrained", sequence_length=DEFAULT_SEQUENCE_LENGTH):
     """Loads a keras-hub text backbone and its classifier preprocessor.
 
     Args:
@@ -260,13 +263,30 @@ def load_text_preset(preset, *, weights="pretrained", sequence_length=128):
         if os.path.isdir(str(source)):
             raise ValueError(f"Could not load the preset directory {source!r}: {e}") from e
         raise OfflineError(_offline_preset_message(preset, e)) from e
+    set_sequence_length(preprocessor, backbone, sequence_length)
+    backbone.name = "backbone"
+    return backbone, preprocessor
+
+
+def set_sequence_length(preprocessor, backbone, sequence_length):
+    """Sets the tokens per example of a keras-hub preprocessor, capped at what `backbone` takes.
+
+    keras-hub's `from_preset` gives a classifier preprocessor 512 tokens whatever the
+    backbone; the packer must produce exactly `sequence_length` tokens, at most the
+    backbone's `max_sequence_length` (its position embeddings).
+
+    Returns:
+        The sequence length set.
+    """
+    sequence_length = int(sequence_length)
+    if sequence_length < 2:
+        raise ValueError(f"sequence_length must be at least 2 ([CLS] and [SEP]), got {sequence_length}.")
     max_len = getattr(backbone, "max_sequence_length", None)
     if max_len and sequence_length > max_len:
         logger.warning("sequence_length=%d exceeds the backbone's %d; using %d.", sequence_length, max_len, max_len)
-        sequence_length = max_len
+        sequence_length = int(max_len)
     preprocessor.sequence_length = sequence_length
-    backbone.name = "backbone"
-    return backbone, preprocessor
+    return sequence_length
 
 
 def _register_bert_presets():

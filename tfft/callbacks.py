@@ -11,9 +11,10 @@ import logging
 import os
 
 import keras
+import numpy as np
 
 from tfft import io
-from tfft.order import EpochSeed
+from tfft.order import EpochSeed, seed_states, set_seed_states
 
 logger = logging.getLogger("tfft")
 
@@ -39,29 +40,66 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
                 print(f"\nEpoch {epoch + 1}: saved model to {filepath}")
 
 
-class BackupAndRestore(keras.callbacks.BackupAndRestore):
-    """`keras.callbacks.BackupAndRestore` with atomic writes of the weights and the metadata.
+def loss_is_finite(logs):
+    """False when `logs` has a NaN or infinite `loss` (what TerminateOnNaN stops on)."""
+    loss = (logs or {}).get("loss")
+    return loss is None or bool(np.isfinite(np.asarray(loss, dtype="float64")).all())
 
-    Keras's writes the weights in place and then the JSON; a kill between or during those
-    writes leaves a backup that breaks the restart (`bad object header`, `JSONDecodeError`).
-    Here the weights and the metadata are each replaced atomically, the weights first, so
-    the metadata never points past the weights it describes.
+
+class BackupAndRestore(keras.callbacks.BackupAndRestore):
+    """`keras.callbacks.BackupAndRestore` that a kill at any moment cannot corrupt or tear.
+
+    Keras's writes the weights in place and then the JSON metadata: a kill during either
+    write leaves a backup that breaks the restart (`bad object header`, `JSONDecodeError`),
+    and a kill between them pairs the new weights with the old epoch, so the restart trains
+    an epoch twice. Here each backup is one weights file named by its epoch, written
+    atomically, and then the metadata, written atomically, names that file: the metadata is
+    the commit point, so it always describes a complete weights file of its own epoch.
+    Older weights files are removed after the commit.
+
+    The metadata also keeps the states of the model's random layers (dropout), which Keras
+    does not save, so a resumed run draws the same masks as one that never stopped. An epoch
+    whose loss is NaN (TerminateOnNaN stops there) is not backed up: the last good one stays.
     """
+
+    def on_epoch_end(self, epoch, logs=None):
+        if loss_is_finite(logs):
+            super().on_epoch_end(epoch, logs)  # a NaN epoch is not backed up: the last good one stays
+
+    def on_train_batch_end(self, batch, logs=None):
+        if loss_is_finite(logs):
+            super().on_train_batch_end(batch, logs)
 
     def _save_model(self):
         os.makedirs(self.backup_dir, exist_ok=True)
-        io.save_weights(self.model, self._weights_path)
-        io.write_text(self._training_metadata_path,
-                      json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
+        name = f"epoch_{self._current_epoch}_batch_{self._last_batch_seen}.weights.h5"
+        io.save_weights(self.model, os.path.join(self.backup_dir, name))
+        io.write_json(self._training_metadata_path, {
+            "epoch": self._current_epoch, "batch": self._last_batch_seen, "weights": name,
+            "seed_states": seed_states(self.model),
+        })
+        for stale in os.listdir(self.backup_dir):
+            if stale.endswith(".weights.h5") and stale != name:
+                os.remove(os.path.join(self.backup_dir, stale))
 
     def _load_model(self):
+        if not self.model.built:
+            return super()._load_model()  # Keras's error for an unbuilt model
+        if not os.path.exists(self._training_metadata_path):
+            return None  # no finished backup: start from the beginning
         try:
-            return super()._load_model()
-        except (json.JSONDecodeError, ValueError, OSError) as e:
+            metadata = io.read_json(self._training_metadata_path)
+            weights = os.path.join(self.backup_dir, metadata.get("weights", os.path.basename(self._weights_path)))
+            if self.model.optimizer is not None and not self.model.optimizer.built:
+                self.model.optimizer.build(self.model.trainable_variables)  # so its state loads too
+            self.model.load_weights(weights)
+        except (json.JSONDecodeError, ValueError, OSError, KeyError) as e:
             raise RuntimeError(
                 f"The backup in {self.backup_dir} cannot be read ({e}). Delete that folder to start the "
                 "run over, or restore it from a copy."
             ) from e
+        set_seed_states(self.model, metadata.get("seed_states"))
+        self.model._initial_epoch = int(metadata["epoch"])
 
 
 class ReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
@@ -76,6 +114,22 @@ class ReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
                 self._warned = True
             return
         super().on_epoch_end(epoch, logs)
+
+
+def _writable_workdir(workdir):
+    """`(where this process writes, workdir)`: a private temporary directory off the chief."""
+    from tfft.distribute import worker_workdir
+
+    workdir = os.fspath(workdir)
+    return worker_workdir(workdir), workdir
+
+
+def _moved(path, old_root, new_root):
+    """`path` re-rooted from `old_root` to `new_root` (a path outside `old_root` keeps its name)."""
+    if path is None or old_root == new_root:
+        return path
+    relative = os.path.relpath(os.path.abspath(path), os.path.abspath(old_root))
+    return os.path.join(new_root, os.path.basename(path) if relative.startswith(os.pardir) else relative)
 
 
 def default_callbacks(
@@ -104,7 +158,9 @@ def default_callbacks(
 
     Args:
         workdir: where files go (`model.keras`, `backup/`, `logs/`, `history.csv`); without
-            it only the in-memory callbacks are returned.
+            it only the in-memory callbacks are returned. Under MultiWorkerMirroredStrategy
+            only the chief writes there; other workers write to a private temporary
+            directory (`tfft.distribute.worker_workdir`).
         reduce_lr_on_plateau: divide the rate by 5 after `lr_patience` (default
             `max(1, patience // 2)`) epochs without improvement of `monitor`.
         early_stopping: stop after `patience` epochs without improvement, restoring the
@@ -138,6 +194,8 @@ def default_callbacks(
                                                        min_delta=min_delta, restore_best_weights=True))
     if workdir is None:
         return callbacks
+    workdir, original = _writable_workdir(workdir)
+    checkpoint_path, backup_dir = (_moved(p, original, workdir) for p in (checkpoint_path, backup_dir))
     os.makedirs(workdir, exist_ok=True)
     if checkpoint:
         callbacks.append(ModelCheckpoint(checkpoint_path or os.path.join(workdir, "model.keras"),

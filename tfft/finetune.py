@@ -24,6 +24,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfft import callbacks as callbacks_lib
+from tfft import checks
+from tfft import distribute as distribute_lib
 from tfft import features as features_lib
 from tfft import io
 from tfft import order as order_lib
@@ -95,17 +97,34 @@ class FineTuneResult:
 
 
 class _EpochLog(keras.callbacks.Callback):
-    """Appends each epoch's logs to the run state, atomically, before the backup is written."""
+    """Appends each epoch's logs to the run state, atomically, before the backup is written.
+
+    It also rewrites `history.csv` from the state (atomically): one row per epoch, with a
+    `phase` column, even when a resumed run repeats an epoch or a phase logs other metrics
+    (Keras's appending `CSVLogger` would repeat rows and misalign the columns then).
+    """
 
     def __init__(self, state, path, phase):
         super().__init__()
         self.state, self.path, self.phase = state, path, phase
 
     def on_epoch_end(self, epoch, logs=None):
+        if not callbacks_lib.loss_is_finite(logs):
+            return  # training stops (TerminateOnNaN); fine_tune raises, the last good epoch stays the last
         rows = self.state.setdefault("epochs", {}).setdefault(self.phase, {})
         rows[str(epoch)] = {k: float(v) for k, v in (logs or {}).items()}
         if self.path:
             io.write_json(self.path, self.state)
+            write_history_csv(self.state, os.path.join(os.path.dirname(self.path), "history.csv"))
+
+
+def write_history_csv(state, path):
+    """Writes the per-epoch logs of a run state as `path` (epoch, phase, metrics)."""
+    from tfft import reporting
+
+    rows = [{"epoch": int(epoch), "phase": phase, **logs}
+            for phase, by_epoch in state.get("epochs", {}).items() for epoch, logs in by_epoch.items()]
+    return reporting.write_history_csv(sorted(rows, key=lambda row: row["epoch"]), path)
 
 
 def _as_dataset(data, batch_size, shuffle, seed):
@@ -218,7 +237,12 @@ def fine_tune(
             blocks; `"re:conv5_.*"`; an int for the top n layers; a fraction).
         head_learning_rate: phase 1 rate (default 1e-3).
         finetune_learning_rate: phase 2 peak rate (default 1e-4 images, 3e-5 text).
+            Rates are used as given, whatever the number of replicas: scale them for a
+            larger global batch with `tfft.distribute.scaled_learning_rate`. Each phase
+            prints one line with the replica count, the global batch and the rate.
         workdir: where checkpoints, backups, logs and the run state go; enables resume.
+            Under MultiWorkerMirroredStrategy only the chief writes there; the other
+            workers write to a private temporary directory (`tfft.distribute.worker_workdir`).
         callbacks: extra Keras callbacks, given to every phase.
         cache_features: `"auto"` (cache when the backbone is frozen, nothing random runs
             before the head, and the dataset is not augmented), `True` (require it) or
@@ -243,6 +267,15 @@ def fine_tune(
         `finetune_history`, `history`, and `metrics` (final validation metrics, or the last
         training metrics without validation data).
 
+    Raises:
+        ValueError: before anything is trained or written, when the data does not fit the
+            model (image size or channels, labels outside `num_classes` or of the wrong
+            form, NaN inputs: see `tfft.checks`), or `workdir` holds a run of another model
+            or of another plan of phases and epochs.
+        FloatingPointError: when the loss turns NaN (TerminateOnNaN stops the phase); the
+            NaN epoch is neither logged nor backed up, so a rerun resumes from the last
+            good epoch.
+
     Example:
     >>> model = tfft.build_model("resnet50", num_classes=2, weights=None, input_shape=(32, 32, 3))
     >>> x, y = np.random.rand(8, 32, 32, 3) * 255, np.arange(8) % 2
@@ -259,16 +292,25 @@ def fine_tune(
                     weight_decay=weight_decay, batch_size=batch_size)
     recipe.update({k: v for k, v in settings.items() if v is not None})
 
+    bundle = None
     if hasattr(train_data, "train") and hasattr(train_data, "validation"):  # a tfft.data.DataBundle
+        bundle = train_data
         if validation_data is None:
             validation_data = train_data.validation
         train_data = train_data.train
     train = _as_dataset(train_data, recipe["batch_size"], True, seed)
     val = _as_dataset(validation_data, recipe["batch_size"], False, seed)
+    checks.check_before_training(model, train_data, validation_data, train, val, bundle)  # before any write
     monitor = monitor or ("val_loss" if val is not None else "loss")
+    distribute_lib.get_strategy(model.distribute_strategy)  # Keras fixes a multi-worker strategy needs
+    # Multi-worker: every worker trains, only the chief's files persist (the others write to
+    # a private temporary copy that starts from the chief's run state, for a consistent resume).
+    workdir = distribute_lib.worker_workdir(workdir, resume_from=(STATE_FILE, "phases", "backup"),
+                                            strategy=model.distribute_strategy)
     state_path = os.path.join(workdir, STATE_FILE) if workdir else None
     state = io.read_json(state_path, {}) if state_path else {}
     state.setdefault("completed", [])
+    _check_same_model(state, model, workdir)
 
     plan = []
     if recipe["head_epochs"] > 0:
@@ -276,6 +318,7 @@ def fine_tune(
     plan += _phase_plan(recipe["unfreeze"], recipe["finetune_epochs"], gradual, model)
     if not plan:
         raise ValueError("Nothing to train: head_epochs and finetune_epochs are both 0.")
+    _check_same_plan(state, plan, workdir)
 
     steps = None
     phases, epoch = [], 0
@@ -283,7 +326,7 @@ def fine_tune(
         start, end = epoch, epoch + epochs
         epoch = end
         if name in state["completed"]:
-            _load_phase_weights(model, workdir, name)
+            _load_phase_weights(model, workdir, name, state)
             phases.append(PhaseResult(name, start, end, _history_from_state(state, name), resumed=True))
             logger.info("Phase %s already finished in %s; its weights were restored.", name, workdir)
             continue
@@ -310,7 +353,7 @@ def fine_tune(
             workdir=workdir, state=state, state_path=state_path, extra_callbacks=callbacks,
             default_callbacks=default_callbacks, monitor=monitor, patience=patience,
             class_weight=class_weight, verbose=verbose, seed=seed,
-            store=feature_store or features_lib.default_store,
+            store=feature_store if feature_store is not None else features_lib.default_store,
         )
         phases.append(result)
         _finish_phase(model, workdir, state, state_path, name)
@@ -357,6 +400,8 @@ def _run_phase(model, name, train, val, start, end, summary, compile_kwargs, *, 
 
     with model.distribute_strategy.scope():
         compile_model(fit_model, task=(model.tfft_info or {}).get("task"), **compile_kwargs)
+    print(f"[tfft] phase {name}: " + distribute_lib.describe(model.distribute_strategy, fit_train,
+                                                            compile_kwargs.get("learning_rate")), flush=True)
 
     cbs = [_EpochLog(state, state_path, name)]
     if not default_callbacks:
@@ -366,6 +411,7 @@ def _run_phase(model, name, train, val, start, end, summary, compile_kwargs, *, 
         cbs += callbacks_lib.default_callbacks(
             workdir, monitor=monitor, patience=patience, backup_dir=phase_dir,
             reduce_lr_on_plateau=name == "head", initial_value_threshold=_best_so_far(state, monitor),
+            csv_log=False,  # history.csv is written from the run state by _EpochLog
         )
         for cb in cbs:
             if isinstance(cb, callbacks_lib.ModelCheckpoint):
@@ -377,13 +423,52 @@ def _run_phase(model, name, train, val, start, end, summary, compile_kwargs, *, 
                             class_weight=class_weight, verbose=verbose, shuffle=False)
     resumed = bool(fit_model._initial_epoch)
     fit_model._initial_epoch = None
+    losses = history.history.get("loss") or []
+    if losses and not np.isfinite(losses[-1]):
+        kept = (f" The last good state is kept in {workdir} (the best model.keras and the backup of the last "
+                "finished epoch): rerunning resumes from there." if workdir else "")
+        raise FloatingPointError(
+            f"The loss became NaN or infinite in phase {name!r}, epoch {start + len(losses)}; training stopped "
+            f"(TerminateOnNaN).{kept} Lower the learning rate ({name}_learning_rate=...), check the data for "
+            "NaN or extreme values, or clip gradients (an optimizer instance with clipnorm=...).")
     return PhaseResult(name, start, end, _history_from_state(state, name) or history.history, summary,
                        cached_features=cached, resumed=resumed)
 
 
+def model_signature(model):
+    """A short digest of the model's task, classes and weight shapes (not names, which Keras
+    numbers per process), stored in the run state to recognize a workdir of another model."""
+    import hashlib
+
+    info = getattr(model, "tfft_info", {}) or {}
+    parts = [str(info.get("task")), str(info.get("num_classes"))] + [str(tuple(w.shape)) for w in model.weights]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def _check_same_model(state, model, workdir):
+    signature = model_signature(model)
+    if state.get("model", signature) != signature:
+        raise ValueError(
+            f"{workdir} holds a run of another model (other task, number of classes or architecture): "
+            f"its checkpoints cannot be resumed with this one. Use a new workdir, or delete {workdir} to start over.")
+    state["model"] = signature
+
+
+def _check_same_plan(state, plan, workdir):
+    """A workdir resumes the run it holds: the same phases, with the same epochs and specs."""
+    planned = [[name, str(spec), int(epochs)] for name, spec, epochs in plan]
+    if state.get("plan", planned) != planned:
+        describe = lambda p: " + ".join(f"{name} {epochs} epochs ({spec})" for name, spec, epochs in p)  # noqa: E731
+        raise ValueError(
+            f"{workdir} holds a run planned as {describe(state['plan'])}, but this call plans {describe(planned)}; "
+            "a workdir resumes the run it holds. Use a new workdir for the new plan, or delete this one to start over.")
+    state["plan"] = planned
+
+
 def _best_so_far(state, monitor):
     """The best `monitor` value logged by earlier epochs, so the checkpoint keeps the best overall."""
-    values = [row[monitor] for rows in state.get("epochs", {}).values() for row in rows.values() if monitor in row]
+    values = [row[monitor] for rows in state.get("epochs", {}).values() for row in rows.values()
+              if monitor in row and np.isfinite(row[monitor])]
     if not values:
         return None
     lower_is_better = any(k in monitor for k in ("loss", "error", "mae", "mse"))
@@ -400,15 +485,17 @@ def _finish_phase(model, workdir, state, state_path, name):
         return
     io.save_weights(model, _phase_weights_path(workdir, name))
     state["completed"].append(name)
+    state.setdefault("seed_states", {})[name] = order_lib.seed_states(model)  # dropout's, see tfft.order
     io.write_json(state_path, state)
     shutil.rmtree(os.path.join(workdir, "backup", name), ignore_errors=True)
 
 
-def _load_phase_weights(model, workdir, name):
+def _load_phase_weights(model, workdir, name, state):
     path = _phase_weights_path(workdir, name)
     if not os.path.exists(path):
         raise RuntimeError(f"{workdir}/{STATE_FILE} says phase {name!r} finished, but {path} is missing.")
     model.load_weights(path)
+    order_lib.set_seed_states(model, state.get("seed_states", {}).get(name))
 
 
 def _history_from_state(state, name):
@@ -423,7 +510,8 @@ def _history_from_state(state, name):
 def _final_metrics(model, val, phases, verbose):
     if val is not None:
         if not model.compiled or (phases and phases[-1].cached_features):
-            compile_model(model)  # the loss and metrics of the task; no step is taken
+            with model.distribute_strategy.scope():  # a model built under a strategy compiles under it
+                compile_model(model)  # the loss and metrics of the task; no step is taken
         scores = model.evaluate(val, return_dict=True, verbose=0 if verbose == "auto" else verbose)
         return {f"val_{k}": float(v) for k, v in scores.items()}
     last = {}

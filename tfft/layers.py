@@ -83,7 +83,9 @@ class TextPreprocessor(keras.layers.Layer):
     def call(self, inputs):
         if isinstance(inputs, list):
             inputs = tuple(inputs)
-        return self.preprocessor(inputs)
+        # By keyword: keras-hub reads a positional tuple as (x, y), so a sentence pair
+        # (first, second) would tokenize the first sentence only and drop the second.
+        return self.preprocessor(x=inputs)
 
     def compute_output_spec(self, inputs):
         first = inputs[0] if isinstance(inputs, (list, tuple)) else inputs

@@ -111,6 +111,11 @@ def _resolve_image(spec, input_shape, weights):
 
 def _load_keras_file(path):
     """A backbone from a `.keras` file: its `"backbone"` layer if it has one, else the whole model."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):  # Keras says "File not found" for a truncated file
+        raise ValueError(f"{path!r} is not a complete .keras file (a .keras file is a zip archive; this one is "
+                         "truncated or in another format). Save the model again with model.save(path).")
     model = keras.models.load_model(path, compile=False)
     backbone = get_backbone(model)
     preprocessing = None
@@ -128,7 +133,7 @@ def _text_backbone_from_model(backbone, preprocessor, sequence_length):
             "TextClassifierPreprocessor, e.g. BertTextClassifierPreprocessor(tokenizer, sequence_length=...))."
         )
     if sequence_length is not None:
-        preprocessor.sequence_length = sequence_length
+        backbones_lib.set_sequence_length(preprocessor, backbone, sequence_length)
     return backbone, preprocessor
 
 
@@ -186,7 +191,7 @@ def build_model(
     head_units=(),
     l2=0.0,
     pooling=None,
-    sequence_length=128,
+    sequence_length=None,
     sentence_pairs=False,
     preprocessor=None,
     class_names=None,
@@ -215,7 +220,9 @@ def build_model(
         l2: L2 regularization factor of the head's kernels.
         pooling: images: `"avg"` (default) or `"max"`; text: `"cls"` (the pooled [CLS]
             output, default) or `"mean"` (mean of token embeddings, padding masked).
-        sequence_length: text models: tokens per example (pairs share it).
+        sequence_length: text models: tokens per example, [CLS] and [SEP] included (pairs
+            share it); capped at the backbone's maximum. Default: 128 for a preset, the
+            preprocessor's own for `preprocessor=` or a `.keras` file.
         sentence_pairs: text models: take two string inputs, e.g. (premise, hypothesis).
         preprocessor: text models built from a keras-hub backbone object: its keras-hub
             `TextClassifierPreprocessor`.
@@ -283,14 +290,16 @@ def _resolve_backbone(backbone, weights, input_shape, sequence_length, preproces
         modality = inner_info.get("modality", "image")
         if modality == "text":
             pre = [layer for layer in preprocessing or [] if isinstance(layer, TextPreprocessor)]
-            return "text", {"backbone": bb, "preprocessor": pre[0].preprocessor if pre else None,
-                            "info": {"backbone": name}}
+            bb, pre = _text_backbone_from_model(bb, pre[0].preprocessor if pre else None, sequence_length)
+            return "text", {"backbone": bb, "preprocessor": pre, "info": {"backbone": name}}
         bb.name = "backbone"
         return "image", {"backbone": bb, "preprocessing": (preprocessing or [None])[0], "input_shape": None,
                          "info": {"backbone": name}}
     if backbones_lib.is_preset_dir(name):
         if backbones_lib.preset_modality(name) == "text":
-            bb, pre = backbones_lib.load_text_preset(name, weights=weights, sequence_length=sequence_length)
+            bb, pre = backbones_lib.load_text_preset(
+                name, weights=weights, sequence_length=sequence_length or backbones_lib.DEFAULT_SEQUENCE_LENGTH
+            )
             return "text", {"backbone": bb, "preprocessor": pre, "info": {"backbone": name}}
         return "image", _keras_hub_image_preset(name, weights, input_shape)
     if os.path.sep in name and not os.path.exists(name):
@@ -298,7 +307,7 @@ def _resolve_backbone(backbone, weights, input_shape, sequence_length, preproces
     spec = backbones_lib.get_backbone_spec(name)
     info = {"backbone": spec.name, "family": spec.family}
     if spec.modality == "text":
-        bb, pre = spec.build(weights=weights, sequence_length=sequence_length)
+        bb, pre = spec.build(weights=weights, sequence_length=sequence_length or backbones_lib.DEFAULT_SEQUENCE_LENGTH)
         return "text", {"backbone": bb, "preprocessor": pre, "info": info}
     bb, preprocessing, shape = _resolve_image(spec, input_shape, weights)
     return "image", {"backbone": bb, "preprocessing": preprocessing, "input_shape": shape, "info": info}

@@ -66,3 +66,47 @@ class EpochSeed(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         _pinned_epoch().assign(-1)
+
+
+# Random layers (Dropout, RandomFlip, ...) draw from a `keras.random.SeedGenerator` whose
+# state advances at every training step. Keras saves no such state with the weights, so a
+# run restored from a backup would draw other dropout masks than the run that never
+# stopped; tfft's backups and phase records save these states and put them back.
+
+
+def _seed_generators(model):
+    """The model's seed generators, in a fixed order (nested models included, no duplicates)."""
+    found, seen = [], set()
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        for generator in getattr(layer, "_seed_generators", ()):
+            if id(generator) not in seen:
+                seen.add(id(generator))
+                found.append(generator)
+    return found
+
+
+def seed_states(model):
+    """The states of `model`'s seed generators, as lists of ints (JSON-ready).
+
+    Example:
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dropout(0.5)])
+    >>> len(seed_states(model))
+    1
+    """
+    return [[int(v) for v in keras.ops.convert_to_numpy(g.state)] for g in _seed_generators(model)]
+
+
+def set_seed_states(model, states):
+    """Puts back states from `seed_states` (of a model of the same architecture).
+
+    Returns False, changing nothing, when `states` is None or does not fit the model's
+    generators (a backup written before tfft saved them, or another model).
+    """
+    generators = _seed_generators(model)
+    if states is None or len(states) != len(generators):
+        return False
+    if any(tuple(g.state.shape) != (len(s),) for g, s in zip(generators, states)):
+        return False
+    for generator, state in zip(generators, states):
+        generator.state.assign(keras.ops.convert_to_tensor(state, dtype=generator.state.dtype))
+    return True

@@ -60,13 +60,15 @@ def _curve_groups(history):
     return [(name, [k for k in (name, f"val_{name}") if k in history]) for name in base]
 
 
-def plot_curves(history, path, *, phase_boundaries=(), title=None, max_panels=6):
+def plot_curves(history, path, *, epochs=None, phase_boundaries=(), title=None, max_panels=6):
     """Plots each metric per epoch, training and validation, with the phase boundaries marked.
 
     Args:
         history: `{metric: [value per epoch]}` (both phases concatenated, as in
             `FineTuneResult.history`); `val_*` keys are drawn with their training metric.
         path: the `.png` file to write.
+        epochs: the 0-based epoch index of each entry (default 0, 1, 2, ...); a phase that
+            stopped early leaves a gap before the next one.
         phase_boundaries: `[(phase_name, first_epoch_index), ...]` for phases after the first:
             a dashed vertical line is drawn before that epoch, labelled with the phase name.
         title: the figure title.
@@ -81,6 +83,8 @@ def plot_curves(history, path, *, phase_boundaries=(), title=None, max_panels=6)
     '/tmp/c.png'
     """
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     groups = [g for g in _curve_groups(history) if g[1]][:max_panels] or [("loss", [])]
     cols = min(3, len(groups))
     rows = math.ceil(len(groups) / cols)
@@ -88,8 +92,8 @@ def plot_curves(history, path, *, phase_boundaries=(), title=None, max_panels=6)
     for ax, (name, keys) in zip(axes.flat, groups):
         for key in keys:
             values = [float("nan") if v is None else float(v) for v in history[key]]
-            epochs = np.arange(1, len(values) + 1)
-            ax.plot(epochs, values, marker="o", markersize=3,
+            x = np.arange(len(values)) if epochs is None else np.asarray(epochs[: len(values)])
+            ax.plot(x + 1, values, marker="o", markersize=3,
                     label="validation" if key.startswith("val_") else "train")
         for phase, start in phase_boundaries:
             ax.axvline(start + 0.5, color="gray", linestyle="--", linewidth=1)
@@ -97,6 +101,7 @@ def plot_curves(history, path, *, phase_boundaries=(), title=None, max_panels=6)
                         xytext=(3, -12), textcoords="offset points", fontsize=8, color="gray")
         ax.set_title(name)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if keys:
             ax.legend(fontsize=8)

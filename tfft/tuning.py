@@ -11,7 +11,9 @@ While the backbone is frozen (the head phase) and nothing random runs before it,
 backbone's features are computed once per input pipeline and shared by every trial and
 epoch (`tfft.features.FeatureStore`, keyed by the extractor's weights fingerprint and the
 dataset's identity: a changed backbone, weights, input size or dataset is never served
-stale features). A head-only search then costs one backbone pass over the data in all.
+stale features). Head-only trials also put their new head on one shared, built, frozen
+backbone instead of building it again. A head-only search then costs one backbone pass
+over the data in all (benchmarks/bench_tuner.py measures it against plain KerasTuner).
 
 Example:
     import tfft
@@ -101,6 +103,7 @@ import copy
 import csv
 import gc
 import io as _io
+import json
 import logging
 import math
 import multiprocessing
@@ -167,7 +170,7 @@ def _modality(backbone):
     return backbones_lib.get_backbone_spec(name).modality
 
 
-def _defaults(modality, task):
+def _defaults(modality):
     """The value each key takes when `search_space` drops it (the `fine_tune` recipe)."""
     recipe = RECIPES["text" if modality == "text" else "image"]
     return {
@@ -210,7 +213,8 @@ class TransferHyperModel(kt.HyperModel):
 
     Args:
         backbone: what `tfft.build_model` takes: a registry name, a preset directory, a
-            `.keras` file, or a `keras.Model` (copied afresh for every trial).
+            `.keras` file, or a `keras.Model` (copied afresh, with its weights, for every
+            trial that trains it).
         num_classes: number of classes (targets for regression).
         task: `"multiclass"`, `"binary"`, `"multilabel"` or `"regression"`.
         search_space: `{key: value}` overriding `DEFAULT_SEARCH_SPACE`: a scalar fixes
@@ -230,6 +234,10 @@ class TransferHyperModel(kt.HyperModel):
         seed: seed of the shuffling of cached features and of the CV folds.
         build_kwargs: more `tfft.build_model` arguments (`pooling`, `sequence_length`,
             `preprocessor`, `class_names`, `l2`, ...).
+        share_frozen_backbone: head-only trials (unfreeze "none") put their new head on
+            one shared, built, frozen backbone instead of building the backbone again
+            (its weights cannot change in such a trial); two-phase trials always build
+            their own.
         name, tunable: as for `keras_tuner.HyperModel`.
 
     Example:
@@ -244,7 +252,7 @@ class TransferHyperModel(kt.HyperModel):
     def __init__(self, backbone, *, num_classes=None, task="multiclass", search_space=None, weights="pretrained",
                  input_shape=None, finetune_lr_factor=None, cache_features="auto", feature_store=None,
                  cv_folds=None, trial_isolation=None, train_batchnorm=False, seed=None, build_kwargs=None,
-                 name=None, tunable=True):
+                 share_frozen_backbone=True, name=None, tunable=True):
         super().__init__(name=name, tunable=tunable)
         if trial_isolation not in TRIAL_ISOLATION:
             raise ValueError(f"trial_isolation must be one of {TRIAL_ISOLATION}, got {trial_isolation!r}.")
@@ -268,10 +276,12 @@ class TransferHyperModel(kt.HyperModel):
         recipe = RECIPES["text" if self.modality == "text" else "image"]
         self.finetune_lr_factor = float(
             finetune_lr_factor or recipe["finetune_learning_rate"] / recipe["head_learning_rate"])
-        self.defaults = _defaults(self.modality, task)
+        self.defaults = _defaults(self.modality)
         self.search_space = self._resolve_space(search_space or {})
+        self.share_frozen_backbone = share_frozen_backbone
         self._backbone_weights = backbone.get_weights() if isinstance(backbone, keras.Model) else None
         self._memo = {}
+        self._shared = None
 
     # ------------------------------------------------------------------ search space
 
@@ -352,6 +362,50 @@ class TransferHyperModel(kt.HyperModel):
 
     def build_from_config(self, config):
         """A compiled model for a trial config (as `trial_config` returns)."""
+        if config["head_epochs"] <= 0 and config["finetune_epochs"] <= 0:
+            raise kt.errors.FailedTrialError("Nothing to train: head_epochs is 0 and unfreeze is 'none'.")
+        model = None
+        if self.share_frozen_backbone and config["finetune_epochs"] == 0:
+            model = self._head_on_shared_backbone(config)
+        if model is None:
+            model = self._build_full(config)
+        compile_model(model, optimizer=config["optimizer"], learning_rate=config["learning_rate"],
+                      weight_decay=config["weight_decay"], label_smoothing=config["label_smoothing"])
+        return model
+
+    def _head_on_shared_backbone(self, config):
+        """A new head on the preprocessing + backbone that head-only trials share.
+
+        In a head-only trial the backbone stays frozen (BatchNorm in inference mode), so
+        its weights never change and one built copy serves every such trial (per
+        distribution strategy); building a large backbone anew takes seconds per trial.
+        """
+        from tfft.models import TransferModel, _head, _output_units
+
+        strategy = tf.distribute.get_strategy()
+        if self._shared is None or self._shared["strategy"] is not strategy:
+            self._shared = None
+            template = self._build_full(dict(config, dropout=0.0, head_units=[]))
+            extractor, head = features_lib.split_at_features(template)
+            if head is None:
+                return None
+            producer = extractor.output._keras_history.operation
+            self._shared = {"strategy": strategy, "extractor": extractor, "info": dict(template.tfft_info),
+                            "producer": producer, "outbound": list(producer._outbound_nodes)}
+        shared = self._shared
+        # Forget the heads of earlier trials, which would otherwise stay referenced from the
+        # shared graph (a Keras node per call) and grow memory trial after trial.
+        shared["producer"]._outbound_nodes = list(shared["outbound"])
+        extractor = shared["extractor"]
+        outputs = _head(extractor.output, task=self.task, units=_output_units(self.task, self.num_classes),
+                        dropout=config["dropout"], head_units=tuple(config["head_units"]),
+                        l2=self.build_kwargs.get("l2", 0.0))
+        model = TransferModel(extractor.inputs, outputs, name=self.build_kwargs.get("name"),
+                              tfft_info=dict(shared["info"]))
+        freeze(model, "backbone", train_batchnorm=self.train_batchnorm)
+        return model
+
+    def _build_full(self, config):
         from tfft.models import build_model
 
         kwargs = dict(self.build_kwargs)
@@ -366,10 +420,6 @@ class TransferHyperModel(kt.HyperModel):
                 resolve_spec(model, _spec(config["unfreeze"]), from_top=True)
             except ValueError as e:
                 raise kt.errors.FailedTrialError(f"unfreeze={config['unfreeze']!r} does not fit this backbone: {e}")
-        if config["head_epochs"] <= 0 and config["finetune_epochs"] <= 0:
-            raise kt.errors.FailedTrialError("Nothing to train: head_epochs is 0 and unfreeze is 'none'.")
-        compile_model(model, optimizer=config["optimizer"], learning_rate=config["learning_rate"],
-                      weight_decay=config["weight_decay"], label_smoothing=config["label_smoothing"])
         return model
 
     def build(self, hp):
@@ -425,24 +475,23 @@ class TransferHyperModel(kt.HyperModel):
             learning_rate = config["finetune_learning_rate"]
             schedule = "linear" if self.modality == "text" else "cosine"
         batch_size = config["batch_size"]
-        fit_model, fit_train, fit_val = model, _rebatch(train, batch_size), val
+        if callable(n_examples):
+            n_examples = n_examples() if batch_size else None
+        fit_model, fit_train, fit_val = model, _rebatch(train, batch_size, n_examples), val
         strategy = model.distribute_strategy
         if phase == "head" and self._can_cache(model, train):
             with strategy.scope():
                 extractor, head = features_lib.split_at_features(model)
             if head is not None:
-                store = self.feature_store or features_lib.default_store
+                store = self.feature_store if self.feature_store is not None else features_lib.default_store
                 key = features_lib.fingerprint(extractor)
                 fit_train = _rebatch(store.dataset(extractor, train, shuffle=True, seed=self.seed, key=key),
-                                     batch_size)
+                                     batch_size, n_examples)
                 fit_val = store.dataset(extractor, val, key=key) if val is not None else None
                 fit_model = head
             elif self.cache_features is True:
                 raise ValueError("cache_features=True but the model's head is not a simple chain of head_* layers.")
-        if batch_size:
-            steps = math.ceil((n_examples() if callable(n_examples) else n_examples) / batch_size)
-        else:
-            steps = _steps(train)
+        steps = math.ceil(n_examples / batch_size) if batch_size else _steps(train)
         phase_steps = max(1, steps * (end - start))
         warmup = int(round(config["warmup_fraction"] * phase_steps))
         with strategy.scope():
@@ -475,10 +524,15 @@ class TransferHyperModel(kt.HyperModel):
     # ------------------------------------------------------------------ data
 
     def _remember(self, key, anchor, make):
-        """Memoizes `make()` under `key` while `anchor` (the user's object) is alive in the memo."""
+        """`make()`, memoized under `key` for as long as the same `anchor` object(s) come back.
+
+        Trials must get the very same dataset objects: the feature store recognizes a
+        pipeline by identity. The memo holds the user's objects, so their ids stay unique.
+        """
+        anchors = anchor if isinstance(anchor, tuple) else (anchor,)
         hit = self._memo.get(key)
-        if hit is None or hit[0] is not anchor:
-            hit = (anchor, make())
+        if hit is None or len(hit[0]) != len(anchors) or any(a is not b for a, b in zip(hit[0], anchors)):
+            hit = (anchors, make())
             self._memo[key] = hit
         return hit[1]
 
@@ -579,6 +633,7 @@ class TransferHyperModel(kt.HyperModel):
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_memo"] = {}
+        state["_shared"] = None
         state["feature_store"] = None
         return state
 
@@ -606,11 +661,13 @@ def _is_augmented(dataset):
     return data_lib.is_augmented(dataset)
 
 
-def _rebatch(dataset, batch_size):
+def _rebatch(dataset, batch_size, n_examples):
     """The same examples in batches of `batch_size` (the trial's global batch size)."""
     if not batch_size:
         return dataset
-    return dataset.unbatch().batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)
+    steps = math.ceil(n_examples / int(batch_size))
+    rebatched = dataset.unbatch().batch(int(batch_size)).apply(tf.data.experimental.assert_cardinality(steps))
+    return rebatched.prefetch(tf.data.AUTOTUNE)
 
 
 def _steps(dataset):
@@ -749,8 +806,11 @@ class _TfftTuner:
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
         seconds = time.time() - getattr(self, "_trial_started", time.time())
+        score = trial.score
+        if score is None and self._is_worker():  # the chief's oracle holds the result
+            score = self.oracle.get_trial(trial.trial_id).score
         print(f"[tfft] trial {trial.trial_id} {trial.status.lower()} in {seconds:.1f} s: "
-              f"{self.oracle.objective.name}={trial.score}", flush=True)
+              f"{self.oracle.objective.name}={score}", flush=True)
         if self.export and not self._is_worker():
             export_results(self, plot=False)
 
@@ -841,10 +901,10 @@ def make_tuner(hypermodel, *, algorithm="bayesian", objective="val_accuracy", ma
         The tuner: call `tuner.search(train, validation_data=val)`.
 
     Example:
-    >>> hypermodel = TransferHyperModel("vgg16", num_classes=2, weights=None, input_shape=(32, 32, 3))
-    >>> tuner = make_tuner(hypermodel, algorithm="random", max_trials=2, directory=tmp_dir)
-    >>> type(tuner).__name__
-    'RandomSearch'
+        hypermodel = TransferHyperModel("resnet50", num_classes=5, search_space={"unfreeze": "none"})
+        tuner = make_tuner(hypermodel, algorithm="random", max_trials=20, directory="runs/tune",
+                           project_name="flowers")
+        tuner.search(data.train, validation_data=data.validation)
     """
     if algorithm not in _TUNERS:
         raise ValueError(f"Unknown algorithm {algorithm!r}.{did_you_mean(algorithm, ALGORITHMS)} Use one of {ALGORITHMS}.")
@@ -859,17 +919,61 @@ def make_tuner(hypermodel, *, algorithm="bayesian", objective="val_accuracy", ma
     common = dict(objective=objective, seed=seed, max_consecutive_failed_trials=max_consecutive_failed_trials,
                   directory=directory, project_name=project_name, overwrite=overwrite,
                   distribution_strategy=strategy, executions_per_trial=executions_per_trial, **kwargs)
+    identity = search_identity(hypermodel, algorithm, objective)
+    _check_same_search(directory, project_name, identity, overwrite)
     if algorithm == "hyperband":
         if max_epochs is None:
             space = getattr(hypermodel, "search_space", {})
-            fixed = [space.get(k) for k in ("head_epochs", "finetune_epochs")]
-            max_epochs = sum(fixed) if all(isinstance(v, int) for v in fixed) else 10
+            epochs = [space.get("head_epochs"), 0 if space.get("unfreeze") == "none" else space.get("finetune_epochs")]
+            max_epochs = sum(epochs) if all(isinstance(v, int) for v in epochs) else 10
         tuner = Hyperband(hypermodel, max_epochs=int(max_epochs), factor=factor, **common)
     else:
         tuner = _TUNERS[algorithm](hypermodel, max_trials=max_trials, **common)
     tuner.export = export
     tuner.strategy_name = strategy_name
+    if identity is not None and not tuner._is_worker():
+        io.write_json(os.path.join(directory, project_name, SEARCH_FILE), identity)
     return tuner
+
+
+SEARCH_FILE = "tfft_search.json"
+
+
+def search_identity(hypermodel, algorithm, objective):
+    """What makes two searches the same (algorithm, objective, backbone, task, classes,
+    search space), as JSON data; None for hypermodels other than `TransferHyperModel`."""
+    if not isinstance(hypermodel, TransferHyperModel):
+        return None
+    backbone = hypermodel.backbone
+    if not isinstance(backbone, str):  # a keras.Model: its architecture, by weight shapes
+        backbone = f"{type(backbone).__name__}{[tuple(w.shape) for w in getattr(backbone, 'weights', [])]}"
+    identity = {"algorithm": algorithm, "objective": getattr(objective, "name", objective), "backbone": backbone,
+                "task": hypermodel.task, "num_classes": hypermodel.num_classes, "search_space": hypermodel.search_space}
+    return json.loads(json.dumps(identity, default=str, sort_keys=True))
+
+
+def _check_same_search(directory, project_name, identity, overwrite):
+    """A project folder of another search is not resumed (KerasTuner would mix the two)."""
+    path = os.path.join(directory, project_name, SEARCH_FILE)
+    if overwrite or identity is None or not os.path.exists(path):
+        return
+    try:
+        previous = io.read_json(path)
+    except ValueError:
+        previous = {}
+    changed = []
+    for key in sorted(set(identity) | set(previous)):
+        old, new = previous.get(key), identity.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changed += [(f"{key}.{k}", old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
+                        if old.get(k) != new.get(k)]
+        elif old != new:
+            changed.append((key, old, new))
+    if changed:
+        details = "; ".join(f"{k}: {old!r} there, {new!r} now" for k, old, new in changed)
+        raise ValueError(
+            f"{os.path.join(directory, project_name)} holds another search ({details}); resuming it would mix "
+            "the two searches' trials. Use another project_name or directory, or overwrite=True to start over.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -976,9 +1080,7 @@ def export_results(tuner, path_or_dir=None, *, plot=True):
         a worker.
 
     Example:
-    >>> paths = export_results(tuner)
-    >>> sorted(paths)
-    ['best_config', 'plot', 'trials']
+        paths = export_results(tuner, "reports/")  # reports/trials.csv, best_config.json, trials.png
     """
     if _trials(tuner) is None:
         return None
@@ -1036,9 +1138,8 @@ def launch_local(command, num_workers=2, *, ip="127.0.0.1", port=None, gpus_per_
         `{tuner_id: return code}`.
 
     Example:
-    >>> codes = launch_local([sys.executable, "tune.py"], num_workers=2, timeout=3600)
-    >>> set(codes.values())
-    {0}
+        codes = launch_local([sys.executable, "tune.py"], num_workers=4, gpus_per_worker=1, timeout=6 * 3600)
+        assert set(codes.values()) == {0}
     """
     port = port or free_port(ip)
     roles = ["chief"] + [f"tuner{i}" for i in range(num_workers)]

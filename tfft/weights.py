@@ -573,18 +573,32 @@ def read_torch_legacy_checkpoint(path):
     )
 
 
+class _PlainDataUnpickler(pickle.Unpickler):
+    """Unpickles plain data only (ints, strings, lists, dicts): any class or function is refused,
+    so a crafted file cannot run code (a bare `pickle.load` would call whatever it names)."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"Refusing to load {module}.{name}: this part of the file holds plain data.")
+
+
+def _plain_load(f):
+    return _PlainDataUnpickler(f).load()
+
+
 def _read_torch_legacy(path):
     with open(path, "rb") as f:
-        magic = pickle.load(f)
+        magic = _plain_load(f)
         if magic != _TORCH_LEGACY_MAGIC:
             raise ValueError(f"{path!r} is not a legacy PyTorch checkpoint (bad magic number).")
-        pickle.load(f)  # protocol version
-        sys_info = pickle.load(f)
+        _plain_load(f)  # protocol version
+        sys_info = _plain_load(f)
+        if not isinstance(sys_info, dict):
+            raise ValueError(f"{path!r} is not a legacy PyTorch checkpoint (no system info header).")
         if not sys_info.get("little_endian", True):
             raise ValueError(f"{path!r} was saved on a big-endian machine; not supported.")
         unpickler = _TorchUnpickler(f)
         state = unpickler.load()
-        for key in pickle.load(f):
+        for key in _plain_load(f):
             storage = unpickler.storages[key]
             (numel,) = struct.unpack("<q", f.read(8))
             if numel != storage.numel:
