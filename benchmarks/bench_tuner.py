@@ -181,7 +181,10 @@ def report(args, plain, cached):
         f"Speed-up end to end: **{ratio:.1f}x**. Same trials in both searches: {same}. "
         f"Best val_accuracy: plain {max(s for s in plain['scores'] if s is not None):.3f}, "
         f"tfft {max(s for s in cached['scores'] if s is not None):.3f}. tfft feature store: "
-        f"{cached['feature_store']['misses']} feature computations, {cached['feature_store']['hits']} reuses.",
+        f"{cached['feature_store']['misses']} feature computations, {cached['feature_store']['hits']} reuses. "
+        "What tfft saves: the backbone's features are computed once per input pipeline and shared by all trials "
+        "and epochs; head-only trials put their head on one shared, built, frozen backbone; the trial checkpoint "
+        "(full model) is written once per phase instead of at every improving epoch.",
         "",
         "Repeat: `flock /tmp/tfft_heavy.lock .venv/bin/python benchmarks/bench_tuner.py "
         f"--backbone={args.backbone} --weights={args.weights} --images={args.images} "
@@ -207,7 +210,7 @@ def main(argv=None):
     if args.write:
         path = os.path.join(HERE, "RESULTS.md")
         with open(path, "a") as f:
-            f.write(("\n" if os.path.exists(path) and os.path.getsize(path) else "# Benchmarks\n\n") + text)
+            f.write(("\n" if os.path.exists(path) and os.path.getsize(path) else "# Benchmarks\n\n") + text + "\n")
         print(f"appended to {path}")
     return 0
 

@@ -235,11 +235,15 @@ def markdown(args, argv, plain, results, load_seconds):
         a = by_run["finetune"]
         met = a["test_accuracy"] >= 0.95 and a["seconds"] <= 1800
         lines.append(f"Target (>= 95% test accuracy in under 30 minutes): {'met' if met else 'missed'}.")
+    loads = ", ".join(f"{r['run']} {r['load_before']:.1f} -> {r['load_after']:.1f}" for r in results
+                      if r["run"] != "head_only")
     lines += [
         "",
         f"Hardware: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), no GPU; "
-        f"the cores are shared with other jobs (heavy runs are serialized through the lock, light ones are not). "
-        f"Python {platform.python_version()}, TensorFlow {tfft_versions()}.",
+        f"the cores are shared with other jobs (heavy runs are serialized through the lock, light ones are not): "
+        f"1-minute load average before -> after each run: {loads} (2.0 = both cores busy). "
+        f"Python {platform.python_version()}, TensorFlow {tfft_versions()}. Wall times cover model building and "
+        f"training (feature caching included), not loading the photos or scoring the test split.",
     ]
     if args.note:
         lines += ["", args.note]
@@ -268,12 +272,17 @@ def main(argv=None):
     runs = set(args.runs.split(","))
     results = []
     if "finetune" in runs:
+        load_before = os.getloadavg()[0]
         results += run_finetune(args, plain, augmented)
+        for r in results:
+            r.update(load_before=load_before, load_after=os.getloadavg()[0])
     if "scratch" in runs:
         seconds = args.scratch_seconds or (results[0]["seconds"] if results else None)
         if seconds is None:
             raise SystemExit("--runs=scratch alone needs --scratch-seconds.")
+        load_before = os.getloadavg()[0]
         results.append(run_scratch(args, plain, augmented, seconds))
+        results[-1].update(load_before=load_before, load_after=os.getloadavg()[0])
 
     print(json.dumps(results, indent=2), flush=True)
     if args.json:

@@ -78,7 +78,8 @@ def test_few_flowers_at_96px(shared_data, tmp_path):
     result = tfft.fine_tune(model, bundle.train, head_epochs=30, finetune_epochs=0, head_learning_rate=3e-3,
                             seed=0, verbose=0)
     assert result.phases[0].cached_features
-    assert _accuracy(model, bundle) >= 0.6
+    assert 0 < len(result.head_history["loss"]) <= 30 and result.finetune_history == {}
+    assert _accuracy(model, bundle) >= 0.5  # 0.70 measured here; chance is 0.2
 
 
 @pytest.mark.slow
@@ -101,7 +102,8 @@ def test_two_phase_fine_tune_at_224px(shared_data):
     head_accuracy = _accuracy(model, bundle)
     assert head.phases[0].cached_features and head_accuracy >= 0.85
 
-    tfft.fine_tune(model, augmented.train, bundle.validation, head_epochs=0, finetune_epochs=2,
-                   unfreeze="backbone", finetune_learning_rate=1e-4, seed=0, verbose=0)
+    tune = tfft.fine_tune(model, augmented.train, bundle.validation, head_epochs=0, finetune_epochs=2,
+                          unfreeze="backbone", finetune_learning_rate=1e-4, seed=0, verbose=0)
+    assert tune.head_history == {} and len(tune.finetune_history["loss"]) <= 2
     accuracy = _accuracy(model, bundle)
     assert accuracy >= 0.9 and accuracy >= head_accuracy - 0.01, (head_accuracy, accuracy)

@@ -13,6 +13,8 @@ import keras_tuner as kt
 import numpy as np
 import pytest
 
+from keras_tuner.src.engine import tuner_utils
+
 import tfft
 from tfft import features as features_lib
 from tfft import tuning
@@ -177,6 +179,30 @@ def test_random_search_caches_features_reaches_callbacks_and_exports(tmp_path, d
     assert model.get_layer("backbone") is not None
     scores = model.evaluate(data.validation, return_dict=True, verbose=0)
     assert scores["accuracy"] == pytest.approx(best["score"], abs=1e-6)
+
+
+def test_trial_checkpoint_of_a_cached_head_phase_holds_the_best_epoch(tmp_path):
+    hm = hypermodel({"unfreeze": "backbone", "head_units": 0, "dropout": 0.0})
+    model = hm.build(kt.HyperParameters())
+    path = str(tmp_path / "checkpoint.weights.h5")
+    saver = tuner_utils.SaveBestEpoch(kt.Objective("val_accuracy", "max"), path)
+    writes = []
+    saver_save = saver._save_model
+    saver._save_model = lambda: (writes.append(1), saver_save())
+    deferred = tuning._pin_full_model(saver, model)
+    deferred.set_model(keras.Model())  # what fit does: the head model is being fit
+    logits = model.get_layer("head_logits")
+    deferred.on_train_begin()
+    for epoch, score in enumerate([0.5, 0.9, 0.7]):
+        logits.set_weights([np.full_like(w, epoch) for w in logits.get_weights()])
+        deferred.on_epoch_end(epoch, {"val_accuracy": score})
+    assert not writes and not os.path.exists(path)
+    deferred.on_train_end()
+    assert len(writes) == 1 and saver.best_value == 0.9
+    np.testing.assert_array_equal(logits.get_weights()[0], 2.0)  # the model keeps its last weights
+    fresh = hm.build(kt.HyperParameters())
+    fresh.load_weights(path)  # the full model's weights, at the best epoch
+    np.testing.assert_array_equal(fresh.get_layer("head_logits").get_weights()[0], 1.0)
 
 
 def test_two_phase_trial_trains_the_backbone(tmp_path, data):

@@ -152,9 +152,11 @@ class FeatureStore:
 
     def _compute(self, extractor, data, key):
         batches, batch_size, nbytes, path, writer_parts = [], None, 0, None, []
+        # One traced graph instead of an eager layer-by-layer call per batch.
+        forward = tf.function(lambda inputs: extractor(inputs, training=False), reduce_retracing=True)
         for batch in data:
             x, y, w = _unpack(batch)
-            features = np.asarray(extractor(x, training=False))
+            features = np.asarray(forward(x))
             batch_size = batch_size or int(features.shape[0])
             part = tuple(np.asarray(t) for t in (features, y, w) if t is not None)
             nbytes += sum(p.nbytes for p in part)

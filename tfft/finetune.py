@@ -72,12 +72,14 @@ class FineTuneResult:
 
     @property
     def head_history(self):
-        return self.phases[0].history if self.phases else {}
+        return next((phase.history for phase in self.phases if phase.name == "head"), {})
 
     @property
     def finetune_history(self):
         merged = {}
-        for phase in self.phases[1:]:
+        for phase in self.phases:
+            if phase.name == "head":  # with head_epochs=0 the first phase is a fine-tune phase
+                continue
             for k, values in phase.history.items():
                 merged.setdefault(k, []).extend(values)
         return merged

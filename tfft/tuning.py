@@ -726,8 +726,47 @@ for _hook in ("on_epoch_begin", "on_epoch_end", "on_train_begin", "on_train_end"
     setattr(_PinnedModel, _hook, _forward(_hook))
 
 
+class _DeferredBestEpoch(_PinnedModel):
+    """KerasTuner's `SaveBestEpoch` on the full model, written once at the end of the phase.
+
+    While the head trains on cached features the backbone cannot change, so the best
+    epoch's weights are kept in memory and the full checkpoint is written once, instead of
+    a full-model file at every improving epoch (a third of a head-only trial's time). A
+    trial killed midway is rerun from scratch on resume, so no intermediate file is lost.
+    """
+
+    def on_train_begin(self, logs=None):
+        self._best = None
+        self.callback.on_train_begin(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        own = self.callback.__dict__.get("_save_model")
+        self.callback._save_model = self._remember  # what the callback's best-epoch logic calls
+        try:
+            self.callback.on_epoch_end(epoch, logs)
+        finally:
+            if own is None:
+                del self.callback._save_model
+            else:
+                self.callback._save_model = own
+
+    def _remember(self):
+        self._best = self.pinned.get_weights()
+
+    def on_train_end(self, logs=None):
+        if self._best is not None:
+            current = self.pinned.get_weights()
+            self.pinned.set_weights(self._best)
+            self.callback._save_model()
+            self.pinned.set_weights(current)
+            self._best = None
+        self.callback.on_train_end(logs)
+
+
 def _pin_full_model(callback, model):
     """Checkpoint-like callbacks (KerasTuner's, Keras's `ModelCheckpoint`) see the full model."""
+    if isinstance(callback, tuner_utils.SaveBestEpoch) and hasattr(callback, "_save_model"):
+        return _DeferredBestEpoch(callback, model)
     if isinstance(callback, (tuner_utils.SaveBestEpoch, tuner_utils.TunerCallback, keras.callbacks.ModelCheckpoint)):
         return _PinnedModel(callback, model)
     return callback
