@@ -368,3 +368,11 @@ def test_offline_pretrained_fails_fast_with_alternatives(tmp_path, monkeypatch):
     assert time.monotonic() - start < 15
     message = str(error.value)
     assert "weights=None" in message and ".h5" in message
+
+
+def test_python_list_labels_work_in_fit_and_evaluate():
+    model = tfft.build_model("vgg16", num_classes=3, weights=None, input_shape=SHAPE)
+    tfft.compile_model(model)
+    x, y = images(6)
+    model.fit(x, [int(v) for v in y], epochs=1, batch_size=3, verbose=0)
+    assert "accuracy" in model.evaluate(x, list(y), verbose=0, return_dict=True)

@@ -30,6 +30,11 @@ def _as_string_array(x):
     return x
 
 
+def _as_array(y):
+    """Python lists of labels become NumPy arrays (Keras's data adapters take no lists)."""
+    return np.asarray(y) if isinstance(y, list) else y
+
+
 @keras.saving.register_keras_serializable(package="tfft")
 class TransferModel(keras.Model):
     """The functional `keras.Model` that `build_model` returns.
@@ -59,10 +64,10 @@ class TransferModel(keras.Model):
         return model
 
     def fit(self, x=None, y=None, *args, **kwargs):
-        return super().fit(_as_string_array(x), y, *args, **kwargs)
+        return super().fit(_as_string_array(x), _as_array(y), *args, **kwargs)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
-        return super().evaluate(_as_string_array(x), y, *args, **kwargs)
+        return super().evaluate(_as_string_array(x), _as_array(y), *args, **kwargs)
 
     def predict(self, x, *args, **kwargs):
         return super().predict(_as_string_array(x), *args, **kwargs)
