@@ -67,7 +67,6 @@ def rss_mb():
 
 def run_search(args):
     """One search in this process; returns its timings, memory and trials."""
-    import keras
     import keras_tuner as kt
 
     import tfft

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import traceback
 
-from absl import flags
+from absl import app, flags
 from ml_collections import ConfigDict
 from ml_collections.config_flags import config_flags
 
@@ -914,6 +914,20 @@ def parse_flags(argv):
 def _module_name(program):
     name = os.path.splitext(program)[0]
     return f"experiments.{name}" if not name.startswith("experiments") else name
+
+
+def start(argv, usage, fn, *args, **kwargs):
+    """The body of every entry point's `main`: no stray arguments, quiet logs, one-paragraph errors."""
+    if len(argv) > 1:
+        fail(f"Unexpected arguments {argv[1:]}; flags look like {usage}.")
+    quiet_logs()
+    return guarded(fn, *args, **kwargs)
+
+
+def launch(define_flags, main, argv=None):
+    """Defines an entry point's flags and runs its `main` under absl with tfft's flag errors."""
+    define_flags()
+    app.run(main, argv=argv, flags_parser=parse_flags)
 
 
 USER_ERRORS = (UsageError, ValueError, OSError)

@@ -13,7 +13,7 @@ See `experiments/configs/digits_efficientnet_lite0.py`.
 import os
 import time
 
-from absl import app, flags
+from absl import flags
 
 from experiments import common, train
 
@@ -53,16 +53,12 @@ def run(config, workdir):
 
 
 def main(argv):
-    if len(argv) > 1:
-        common.fail(f"Unexpected arguments {argv[1:]}; flags look like --workdir=DIR.")
-    common.quiet_logs()
-    common.guarded(run, flags.FLAGS.config, flags.FLAGS.workdir)
+    common.start(argv, "--workdir=DIR", run, flags.FLAGS.config, flags.FLAGS.workdir)
 
 
 def launch(argv=None):
     """Defines the flags and runs `main` (the program's entry: `python -m experiments.demo`, `tfft demo`)."""
-    define_flags()
-    app.run(main, argv=argv, flags_parser=common.parse_flags)
+    common.launch(define_flags, main, argv)
 
 
 if __name__ == "__main__":

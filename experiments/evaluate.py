@@ -12,7 +12,7 @@ its labels must be among the run's classes. Results go to `workdir/evaluation/<n
 
 import os
 
-from absl import app, flags
+from absl import flags
 
 from experiments import common
 
@@ -123,16 +123,12 @@ def _model_image_size(model):
 
 
 def main(argv):
-    if len(argv) > 1:
-        common.fail(f"Unexpected arguments {argv[1:]}; flags look like --workdir=DIR --split=test.")
-    common.quiet_logs()
-    common.guarded(run, flags.FLAGS.workdir, split=flags.FLAGS.split, data=flags.FLAGS.data)
+    common.start(argv, "--workdir=DIR --split=test", run, flags.FLAGS.workdir, split=flags.FLAGS.split, data=flags.FLAGS.data)
 
 
 def launch(argv=None):
     """Defines the flags and runs `main` (the program's entry: `python -m experiments.evaluate`, `tfft evaluate`)."""
-    define_flags()
-    app.run(main, argv=argv, flags_parser=common.parse_flags)
+    common.launch(define_flags, main, argv)
 
 
 if __name__ == "__main__":

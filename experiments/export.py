@@ -22,7 +22,7 @@ import shutil
 import tempfile
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from experiments import common
 
@@ -293,11 +293,9 @@ def run(workdir, fmt="saved_model", *, examples=8):
 
 
 def main(argv):
-    if len(argv) > 1:
-        common.fail(f"Unexpected arguments {argv[1:]}; flags look like --workdir=DIR --format=saved_model.")
-    common.quiet_logs()
     try:
-        common.guarded(run, flags.FLAGS.workdir, flags.FLAGS.format, examples=flags.FLAGS.examples)
+        common.start(argv, "--workdir=DIR --format=saved_model", run, flags.FLAGS.workdir, flags.FLAGS.format,
+                     examples=flags.FLAGS.examples)
     except ExportMismatchError as e:
         print(f"error: {e}", flush=True)
         raise SystemExit(1)
@@ -305,8 +303,7 @@ def main(argv):
 
 def launch(argv=None):
     """Defines the flags and runs `main` (the program's entry: `python -m experiments.export`, `tfft export`)."""
-    define_flags()
-    app.run(main, argv=argv, flags_parser=common.parse_flags)
+    common.launch(define_flags, main, argv)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ writes each fold's metrics with their mean and standard deviation.
 import os
 import tempfile
 
-from absl import app, flags
+from absl import flags
 
 from experiments import common
 
@@ -201,16 +201,12 @@ def _print_outputs(workdir, metrics):
 
 
 def main(argv):
-    if len(argv) > 1:
-        common.fail(f"Unexpected arguments {argv[1:]}; flags look like --workdir=DIR --config.<key>=<value>.")
-    common.quiet_logs()
-    common.guarded(run, flags.FLAGS.config, flags.FLAGS.workdir)
+    common.start(argv, "--workdir=DIR --config.<key>=<value>", run, flags.FLAGS.config, flags.FLAGS.workdir)
 
 
 def launch(argv=None):
     """Defines the flags and runs `main` (the program's entry: `python -m experiments.train`, `tfft train`)."""
-    define_flags()
-    app.run(main, argv=argv, flags_parser=common.parse_flags)
+    common.launch(define_flags, main, argv)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ the key. Epochs come from the config (`head_epochs`, `finetune_epochs`) unless s
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 
 from experiments import common
 
@@ -135,16 +135,12 @@ def run(config, workdir):
 
 
 def main(argv):
-    if len(argv) > 1:
-        common.fail(f"Unexpected arguments {argv[1:]}; flags look like --workdir=DIR --config.<key>=<value>.")
-    common.quiet_logs()
-    common.guarded(run, flags.FLAGS.config, flags.FLAGS.workdir)
+    common.start(argv, "--workdir=DIR --config.<key>=<value>", run, flags.FLAGS.config, flags.FLAGS.workdir)
 
 
 def launch(argv=None):
     """Defines the flags and runs `main` (the program's entry: `python -m experiments.tune`, `tfft tune`)."""
-    define_flags()
-    app.run(main, argv=argv, flags_parser=common.parse_flags)
+    common.launch(define_flags, main, argv)
 
 
 if __name__ == "__main__":
