@@ -4,7 +4,7 @@ r"""A tiny resumable `tfft.fine_tune` run that can SIGKILL itself at a chosen po
 it from outside), then starts the same command again without the kill and compares the
 result with a run that was never interrupted.
 
-    python tests/fault_runner.py WORKDIR [--kill=SPEC] [--dropout=RATE] [--seed=N] [--deterministic]
+    python tests/fault_runner.py WORKDIR [--kill=SPEC] [--dropout=RATE] [--seed=N] [--patience=N] [--deterministic]
 
 The run: a small CNN backbone (conv, BatchNorm, conv) at 32x32, 64 training and 16
 validation examples in batches of 8 (8 steps per epoch), 3 head epochs on cached backbone
@@ -228,6 +228,9 @@ def main(argv=None):
     parser.add_argument("--kill", default=os.environ.get("TFFT_KILL_AT", ""))
     parser.add_argument("--dropout", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--head-lr", type=float, default=3e-3)
+    parser.add_argument("--patience", type=int, default=100,
+                        help="early stopping patience (ReduceLROnPlateau: half of it) of fine_tune")
     parser.add_argument("--deterministic", action="store_true", help="tf.config.experimental.enable_op_determinism()")
     parser.add_argument("--tune", default=None, help="random or hyperband: run a tuning search instead")
     args = parser.parse_args(argv)
@@ -242,8 +245,8 @@ def main(argv=None):
     callbacks = [Probe(model, os.path.join(args.workdir, "probes.jsonl")), KillAt(args.kill)]
     result = tfft.fine_tune(
         model, train, val, head_epochs=HEAD_EPOCHS, finetune_epochs=FINETUNE_EPOCHS, unfreeze=2,
-        batch_size=BATCH_SIZE, head_learning_rate=3e-3, finetune_learning_rate=1e-3, warmup_fraction=0.25,
-        patience=100, seed=args.seed, workdir=args.workdir, callbacks=callbacks, verbose=0,
+        batch_size=BATCH_SIZE, head_learning_rate=args.head_lr, finetune_learning_rate=1e-3, warmup_fraction=0.25,
+        patience=args.patience, seed=args.seed, workdir=args.workdir, callbacks=callbacks, verbose=0,
     )
     io_lib.write_json(os.path.join(args.workdir, "result.json"), {
         "metrics": result.metrics,

@@ -360,6 +360,86 @@ def test_reduce_lr_on_plateau_steps_aside_for_schedules():
     model.fit(x, y, epochs=2, batch_size=4, verbose=0, callbacks=[cb])  # Keras's own would raise
 
 
+VAL_LOSSES = [1.0, 0.8, 0.9, 0.95, 0.7, 0.85, 0.9, 0.92, 0.93, 0.94, 0.95, 0.96]
+
+
+class ScriptedValLoss(keras.callbacks.Callback):
+    """Replaces each epoch's `val_loss` with VAL_LOSSES[epoch] (Keras passes the same logs
+    dict to every callback), and raises at the start of `interrupt_at` (a simulated crash)."""
+
+    def __init__(self, interrupt_at=None):
+        super().__init__()
+        self.interrupt_at = interrupt_at
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.interrupt_at:
+            raise KeyboardInterrupt(f"crash at epoch {epoch}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["val_loss"] = VAL_LOSSES[epoch]
+
+
+def _counter_run(workdir, interrupt_at=None, **kwargs):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="out")])
+    model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).random((32, 4)).astype("float32")
+    y = np.arange(32) % 3
+    cbs = [ScriptedValLoss(interrupt_at)] + tfft.default_callbacks(
+        str(workdir), patience=3, lr_patience=2, tensorboard=False, **kwargs)
+    history = model.fit(x, y, validation_data=(x, y), epochs=len(VAL_LOSSES), batch_size=8, shuffle=False,
+                        verbose=0, callbacks=cbs)
+    return model, history, cbs
+
+
+def test_resume_keeps_early_stopping_plateau_and_checkpoint_counters(tmp_path):
+    """A crash after epoch 5 (two epochs after the best, epoch 4) and a rerun: early stopping
+    still stops at epoch 7 and restores epoch 4, the rate was lowered at the same epochs, and
+    the checkpoint still holds epoch 4 (a restart without the counters stops at epoch 9,
+    restores epoch 6 and overwrites the checkpoint with it)."""
+    reference, ref_history, ref_cbs = _counter_run(tmp_path / "reference")
+    assert len(ref_history.epoch) == 8  # stopped after epoch 7 (index), patience 3 after epoch 4
+    ref_lr = float(reference.optimizer.learning_rate)
+    assert ref_lr < 0.1  # ReduceLROnPlateau lowered the rate (epochs 6 and ...)
+    assert not list((tmp_path / "reference").rglob("*.npz"))  # best-weights files removed with the backup
+
+    with pytest.raises(KeyboardInterrupt):
+        _counter_run(tmp_path / "run", interrupt_at=6)
+    backup = tmp_path / "run" / "backup"
+    assert [p.name for p in backup.glob("*.npz")] == ["best_epoch_4.npz"]  # best weights wait in a file
+    model, history, cbs = _counter_run(tmp_path / "run")
+    assert history.epoch == [6, 7]
+    assert float(model.optimizer.learning_rate) == pytest.approx(ref_lr)
+    for a, b in zip(model.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    early = next(cb for cb in cbs if isinstance(cb, keras.callbacks.EarlyStopping))
+    assert early.best_epoch == 4 and early.stopped_epoch == 7
+    saved = keras.models.load_model(tmp_path / "run" / "model.keras")
+    for a, b in zip(saved.get_weights(), model.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6)  # the checkpoint is the best epoch, 4, too
+
+
+def test_file_backed_early_stopping_restores_like_keras(tmp_path):
+    """`tfft.callbacks.EarlyStopping(best_weights_dir=...)` ends with the same weights as
+    Keras's in-memory one and leaves one file per best epoch at most."""
+    results = []
+    for directory in (None, tmp_path):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+        x = np.random.default_rng(0).random((32, 4)).astype("float32")
+        early = tfft.callbacks.EarlyStopping(monitor="val_loss", patience=3, restore_best_weights=True,
+                                             best_weights_dir=directory)
+        model.fit(x, np.arange(32) % 3, validation_data=(x, np.arange(32) % 3), epochs=12, batch_size=8,
+                  shuffle=False, verbose=0, callbacks=[ScriptedValLoss(), early])
+        assert early.best_epoch == 4
+        results.append(model.get_weights())
+        if directory is not None:
+            assert [p.name for p in tmp_path.glob("*.npz")] == ["best_epoch_4.npz"]
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_offline_pretrained_fails_fast_with_alternatives(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     start = time.monotonic()

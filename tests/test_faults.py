@@ -42,6 +42,7 @@ from pathlib import Path
 import keras
 import pytest
 
+from tfft import io as io_lib
 from tfft import weights as weights_lib
 
 RUNNER = str(Path(__file__).with_name("fault_runner.py"))
@@ -83,8 +84,8 @@ SLOW_POINTS = [
 CHAIN = ["batch:1:2", "before_replace:head.weights.h5:1", "batch:5:1"]
 
 
-def start(workdir, kill=None):
-    args = [sys.executable, RUNNER, str(workdir)] + ([f"--kill={kill}"] if kill else [])
+def start(workdir, kill=None, extra=()):
+    args = [sys.executable, RUNNER, str(workdir)] + ([f"--kill={kill}"] if kill else []) + list(extra)
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
 
 
@@ -93,14 +94,14 @@ def finish(proc):
     return proc.returncode, out
 
 
-def run_to_end(workdir):
-    code, out = finish(start(workdir))
+def run_to_end(workdir, extra=()):
+    code, out = finish(start(workdir, extra=extra))
     assert code == 0, out[-4000:]
     return out
 
 
-def run_killed(workdir, kill):
-    code, out = finish(start(workdir, kill))
+def run_killed(workdir, kill, extra=()):
+    code, out = finish(start(workdir, kill, extra))
     assert code == -signal.SIGKILL, f"the run was not killed at {kill}:\n{out[-4000:]}"
     assert f"SIGKILL at {kill.split(':')[0]}" in out, out[-4000:]
 
@@ -115,17 +116,29 @@ def read_result(workdir):
     return json.loads((Path(workdir) / "result.json").read_text())
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """The uninterrupted run: its result and its probe row of every epoch."""
-    workdir = tmp_path_factory.mktemp("reference")
-    run_to_end(workdir)
+def reference_run(workdir, extra=(), epochs=tuple(range(EPOCHS))):
+    run_to_end(workdir, extra)
     rows = probes(workdir)
-    assert [r["epoch"] for r in rows] == list(range(EPOCHS))
+    assert [r["epoch"] for r in rows] == list(epochs)
     result = read_result(workdir)
     result["rows"] = {r["epoch"]: r for r in rows}
     result["train_seconds"] = (Path(workdir) / "result.json").stat().st_mtime - rows[0]["time"]
     return result
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run: its result and its probe row of every epoch."""
+    return reference_run(tmp_path_factory.mktemp("reference"))
+
+
+EARLY_STOP = ["--patience=1", "--head-lr=0.03"]  # the head phase's val_loss rises at epoch 1: it stops there
+
+
+@pytest.fixture(scope="module")
+def early_stop_reference(tmp_path_factory):
+    """An uninterrupted run whose head phase early-stops after epoch 1 (of 0-2) and restores epoch 0."""
+    return reference_run(tmp_path_factory.mktemp("early_stop_reference"), EARLY_STOP, epochs=[0, 1, 3, 4, 5])
 
 
 def assert_files_load(workdir):
@@ -151,7 +164,7 @@ def assert_files_load(workdir):
     keras.backend.clear_session()
 
 
-def restart_and_compare(workdir, reference, resume_epoch=...):
+def restart_and_compare(workdir, reference, resume_epoch=..., extra=()):
     """Checks what the kill left, restarts the run, and compares it with the reference.
 
     `resume_epoch`: the first epoch the restarted process must train (None: none at all);
@@ -159,7 +172,7 @@ def restart_and_compare(workdir, reference, resume_epoch=...):
     """
     assert_files_load(workdir)
     before = len(probes(workdir))
-    run_to_end(workdir)
+    run_to_end(workdir, extra)
     rows = probes(workdir)
     if resume_epoch is not ...:
         first = rows[before]["epoch"] if len(rows) > before else None
@@ -177,6 +190,8 @@ def restart_and_compare(workdir, reference, resume_epoch=...):
     for key, values in reference["history"].items():
         assert result["history"][key] == pytest.approx(values, rel=1e-5, abs=1e-7), key
     assert_files_load(workdir)
+    stray = [p for p in Path(workdir).rglob(".*") if io_lib._TEMPORARY.match(p.name)]
+    assert not stray, stray  # half-written files of the killed process were removed by the restart
     return rows[before:]
 
 
@@ -185,6 +200,16 @@ def restart_and_compare(workdir, reference, resume_epoch=...):
 def test_killed_run_resumes_where_it_stopped_and_ends_the_same(tmp_path, reference, kill, resume_epoch):
     run_killed(tmp_path, kill)
     restart_and_compare(tmp_path, reference, resume_epoch)
+
+
+@pytest.mark.parametrize("kill, resume_epoch", [
+    ("batch:1:3", 1),  # mid-epoch 1: the restart must remember epoch 0's best val_loss to stop after epoch 1
+    ("epoch_end:1", 3),  # early stopping has decided, the phase is not finished: train no further head epoch
+])
+def test_killed_run_keeps_early_stopping_state(tmp_path, early_stop_reference, kill, resume_epoch):
+    """EarlyStopping's counters, best value and best weights survive the kill (patience 1)."""
+    run_killed(tmp_path, kill, EARLY_STOP)
+    restart_and_compare(tmp_path, early_stop_reference, resume_epoch, EARLY_STOP)
 
 
 @pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)])

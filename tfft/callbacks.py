@@ -1,9 +1,12 @@
 """`default_callbacks`: the standard set for a fine-tuning run, each switchable.
 
-The classes here are Keras's own with two fixes that long runs need: checkpoints and
+The classes here are Keras's own with the fixes that long runs need: checkpoints and
 backups are written atomically (a crash while saving never leaves a file that fails to
-load), and ReduceLROnPlateau steps aside when the rate comes from a schedule (Keras's
-raises then).
+load); a backup also keeps the counters of EarlyStopping, ReduceLROnPlateau and
+ModelCheckpoint (so a resumed run stops, lowers the rate and keeps the best model exactly
+as one that never stopped); EarlyStopping can keep its best weights in a file instead of a
+second copy in memory; and ReduceLROnPlateau steps aside when the rate comes from a
+schedule (Keras's raises then).
 """
 
 import json
@@ -46,6 +49,122 @@ def loss_is_finite(logs):
     return loss is None or bool(np.isfinite(np.asarray(loss, dtype="float64")).all())
 
 
+class EarlyStopping(keras.callbacks.EarlyStopping):
+    """`keras.callbacks.EarlyStopping` that can keep the best weights in a file.
+
+    Keras's keeps a copy of every weight in memory (`restore_best_weights=True`), which for
+    a large backbone is hundreds of megabytes of peak memory for the whole run. With
+    `best_weights_dir` the best weights are written there (atomically, one `.npz` per best
+    epoch, the previous one removed) and read back only at the end of training; and a
+    `tfft.callbacks.BackupAndRestore` in the same `fit` records which file is the best, so a
+    resumed run restores the same weights as one that never stopped. Without it the
+    behaviour is Keras's.
+    """
+
+    def __init__(self, *args, best_weights_dir=None, **kwargs):
+        self.best_weights_dir = os.fspath(best_weights_dir) if best_weights_dir else None
+        self.best_weights_file = None  # the file holding the best weights so far
+        self._kept_file = None  # a file a committed backup names: not removed when replaced
+        self._new_best = None
+        super().__init__(*args, **kwargs)
+
+    @property
+    def best_weights(self):
+        if self.best_weights_dir is None:
+            return self.__dict__.get("_best_weights")
+        return self._new_best if self._new_best is not None else self.best_weights_file
+
+    @best_weights.setter
+    def best_weights(self, value):
+        if self.best_weights_dir is None:
+            self.__dict__["_best_weights"] = value
+        elif value is None:
+            self._new_best, self.best_weights_file = None, None
+        else:
+            self._new_best = value  # written once the epoch's bookkeeping is done
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if self._new_best is None:
+            return
+        path = os.path.join(self.best_weights_dir, f"best_epoch_{self.best_epoch}.npz")
+        io.save_arrays(path, self._new_best)
+        previous, self.best_weights_file, self._new_best = self.best_weights_file, path, None
+        if previous and previous not in (path, self._kept_file) and os.path.exists(previous):
+            os.remove(previous)
+
+    def on_train_end(self, logs=None):
+        if self.best_weights_dir is None or not self.restore_best_weights or not self.best_weights_file:
+            return super().on_train_end(logs)
+        if not os.path.exists(self.best_weights_file):
+            logger.warning("EarlyStopping: the best weights file %s is gone; keeping the last weights.",
+                           self.best_weights_file)
+            self.best_weights_file = None
+            return super().on_train_end(logs)
+        self._new_best = io.load_arrays(self.best_weights_file)
+        try:
+            super().on_train_end(logs)
+        finally:
+            self._new_best = None
+
+
+STATEFUL = (keras.callbacks.EarlyStopping, keras.callbacks.ReduceLROnPlateau, keras.callbacks.ModelCheckpoint)
+
+
+def callback_state(callback, directory=None):
+    """The counters of a Keras EarlyStopping, ReduceLROnPlateau or ModelCheckpoint, as JSON data.
+
+    `None` for other callbacks. The in-memory best weights of a plain Keras EarlyStopping
+    are written to `directory` (one `.npz` per best epoch) and named in the state.
+    """
+    number = lambda v: None if v is None else float(v)  # noqa: E731
+    if isinstance(callback, keras.callbacks.EarlyStopping):
+        state = {"wait": int(callback.wait), "stopped_epoch": int(callback.stopped_epoch),
+                 "best": number(getattr(callback, "best", None)), "best_epoch": int(getattr(callback, "best_epoch", 0))}
+        if isinstance(callback, EarlyStopping) and callback.best_weights_dir is not None:
+            state["best_weights_file"] = callback.best_weights_file
+        elif callback.best_weights is not None and directory is not None:
+            path = os.path.join(directory, f"early_stopping_best_epoch_{callback.best_epoch}.npz")
+            if getattr(callback, "_tfft_written", None) != path:
+                io.save_arrays(path, callback.best_weights)
+                callback._tfft_written = path
+            state["best_weights_file"] = path
+        return state
+    if isinstance(callback, keras.callbacks.ReduceLROnPlateau):
+        return {"wait": int(callback.wait), "best": number(getattr(callback, "best", None)),
+                "cooldown_counter": int(callback.cooldown_counter)}
+    if isinstance(callback, keras.callbacks.ModelCheckpoint):
+        return {"best": number(getattr(callback, "best", None))}
+    return None
+
+
+def set_callback_state(callback, state):
+    """Puts back what `callback_state` returned (after the callback's own `on_train_begin`)."""
+    if not state:
+        return
+    for key in ("wait", "stopped_epoch", "best_epoch", "cooldown_counter"):
+        if key in state and hasattr(callback, key):
+            setattr(callback, key, state[key])
+    if "best" in state:
+        callback.best = state["best"]
+    path = state.get("best_weights_file")
+    if isinstance(callback, keras.callbacks.EarlyStopping) and path and os.path.exists(path):
+        if isinstance(callback, EarlyStopping) and callback.best_weights_dir is not None:
+            callback.best_weights_file = callback._kept_file = path
+        else:
+            callback.best_weights = io.load_arrays(path)
+            callback._tfft_written = path
+
+
+def _remove_except(directory, *keep, prefix=""):
+    """Removes the weights files (`.weights.h5`, `.npz`) in `directory` that are not in `keep`."""
+    keep = {os.path.abspath(k) for k in keep if k}
+    for name in os.listdir(directory) if os.path.isdir(directory) else ():
+        path = os.path.abspath(os.path.join(directory, name))
+        if name.startswith(prefix) and name.endswith((".weights.h5", ".npz")) and path not in keep:
+            os.remove(path)
+
+
 class BackupAndRestore(keras.callbacks.BackupAndRestore):
     """`keras.callbacks.BackupAndRestore` that a kill at any moment cannot corrupt or tear.
 
@@ -60,7 +179,33 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     The metadata also keeps the states of the model's random layers (dropout), which Keras
     does not save, so a resumed run draws the same masks as one that never stopped. An epoch
     whose loss is NaN (TerminateOnNaN stops there) is not backed up: the last good one stays.
+
+    `callbacks`: the EarlyStopping, ReduceLROnPlateau and ModelCheckpoint callbacks of the
+    same `fit` whose counters (epochs without improvement, best value, best weights) the
+    backup keeps and a resumed run puts back (`default_callbacks` sets it). Keras resets
+    those in each callback's `on_train_begin`, so they must come before this callback in
+    the list given to `fit`.
     """
+
+    def __init__(self, *args, callbacks=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.callbacks = list(callbacks)
+
+    def _peer_states(self):
+        return [callback_state(cb, self.backup_dir) for cb in self.callbacks]
+
+    def on_train_begin(self, logs=None):
+        self._restored_metadata = None
+        super().on_train_begin(logs)
+        states = (self._restored_metadata or {}).get("callbacks")
+        if states and len(states) == len(self.callbacks):
+            for cb, state in zip(self.callbacks, states):
+                set_callback_state(cb, state)
+            if any(isinstance(cb, keras.callbacks.EarlyStopping) and state and state.get("stopped_epoch", 0) > 0
+                   for cb, state in zip(self.callbacks, states)):
+                # Early stopping had ended this fit at the backed-up epoch: train no further
+                # epoch (its on_train_end still restores the best weights).
+                self.model._initial_epoch = 2**31 - 1
 
     def on_epoch_end(self, epoch, logs=None):
         if loss_is_finite(logs):
@@ -73,14 +218,20 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     def _save_model(self):
         os.makedirs(self.backup_dir, exist_ok=True)
         name = f"epoch_{self._current_epoch}_batch_{self._last_batch_seen}.weights.h5"
+        states = self._peer_states()
         io.save_weights(self.model, os.path.join(self.backup_dir, name))
         io.write_json(self._training_metadata_path, {
             "epoch": self._current_epoch, "batch": self._last_batch_seen, "weights": name,
             "seed_states": seed_states(self.model),
+            "callbacks": states,
         })
-        for stale in os.listdir(self.backup_dir):
-            if stale.endswith(".weights.h5") and stale != name:
-                os.remove(os.path.join(self.backup_dir, stale))
+        keep = {name} | {os.path.basename(s["best_weights_file"]) for s in states
+                         if s and s.get("best_weights_file")}
+        for cb in self.callbacks:
+            if isinstance(cb, EarlyStopping) and cb.best_weights_dir is not None:
+                cb._kept_file = cb.best_weights_file
+                _remove_except(cb.best_weights_dir, cb.best_weights_file, prefix="best_epoch_")
+        _remove_except(self.backup_dir, *[os.path.join(self.backup_dir, k) for k in keep])
 
     def _load_model(self):
         if not self.model.built:
@@ -99,6 +250,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
                 "run over, or restore it from a copy."
             ) from e
         set_seed_states(self.model, metadata.get("seed_states"))
+        self._restored_metadata = metadata
         self.model._initial_epoch = int(metadata["epoch"])
 
 
@@ -164,13 +316,15 @@ def default_callbacks(
         reduce_lr_on_plateau: divide the rate by 5 after `lr_patience` (default
             `max(1, patience // 2)`) epochs without improvement of `monitor`.
         early_stopping: stop after `patience` epochs without improvement, restoring the
-            best weights.
+            best weights (with a workdir they wait in a file in the backup folder instead of
+            a second copy in memory: `tfft.callbacks.EarlyStopping`).
         monitor: the quantity to watch (`"val_loss"`, `"val_accuracy"`, ...). Without
             validation data use `"loss"`.
         patience: epochs without improvement before early stopping.
         checkpoint: keep the best model so far in `workdir/model.keras` (atomic writes).
         backup: `BackupAndRestore` in `workdir/backup`: a rerun after a crash resumes at the
-            last finished epoch, optimizer state included.
+            last finished epoch, optimizer state and the counters of early stopping,
+            ReduceLROnPlateau and the checkpoint included. It comes last in the list.
         tensorboard: TensorBoard logs in `workdir/logs`.
         csv_log: per-epoch history appended to `workdir/history.csv`.
         terminate_on_nan: stop as soon as the loss is NaN.
@@ -189,13 +343,15 @@ def default_callbacks(
     if reduce_lr_on_plateau:
         callbacks.append(ReduceLROnPlateau(monitor=monitor, factor=lr_factor, mode=mode, min_delta=min_delta,
                                            patience=lr_patience or max(1, patience // 2), min_lr=min_lr))
-    if early_stopping:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, mode=mode,
-                                                       min_delta=min_delta, restore_best_weights=True))
+    if workdir is not None:
+        workdir, original = _writable_workdir(workdir)
+        checkpoint_path, backup_dir = (_moved(p, original, workdir) for p in (checkpoint_path, backup_dir))
+        backup_dir = backup_dir or os.path.join(workdir, "backup")
+    if early_stopping:  # with a workdir the best weights wait in a file, not in a second copy in memory
+        callbacks.append(EarlyStopping(monitor=monitor, patience=patience, mode=mode, min_delta=min_delta,
+                                       restore_best_weights=True, best_weights_dir=backup_dir))
     if workdir is None:
         return callbacks
-    workdir, original = _writable_workdir(workdir)
-    checkpoint_path, backup_dir = (_moved(p, original, workdir) for p in (checkpoint_path, backup_dir))
     os.makedirs(workdir, exist_ok=True)
     if checkpoint:
         callbacks.append(ModelCheckpoint(checkpoint_path or os.path.join(workdir, "model.keras"),
@@ -205,6 +361,7 @@ def default_callbacks(
         callbacks.append(keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv"), append=True))
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(workdir, "logs")))
-    if backup:
-        callbacks.append(BackupAndRestore(backup_dir or os.path.join(workdir, "backup"), save_freq=save_freq))
+    if backup:  # last, so that it puts back the counters of those before it (see BackupAndRestore)
+        stateful = [cb for cb in callbacks if isinstance(cb, STATEFUL)]
+        callbacks.append(BackupAndRestore(backup_dir, save_freq=save_freq, callbacks=stateful))
     return callbacks

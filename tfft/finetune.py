@@ -310,6 +310,9 @@ def fine_tune(
     workdir = distribute_lib.worker_workdir(workdir, resume_from=(STATE_FILE, "phases", "backup"),
                                             strategy=model.distribute_strategy)
     state_path = os.path.join(workdir, STATE_FILE) if workdir else None
+    if workdir and os.path.isdir(workdir):
+        for path in io.remove_stale_temporaries(workdir):  # left by a process killed while saving
+            logger.info("removed %s, a half-written file of an interrupted run", path)
     state = io.read_json(state_path, {}) if state_path else {}
     state.setdefault("completed", [])
     _check_same_model(state, model, workdir)
@@ -420,7 +423,15 @@ def _run_phase(model, name, train, val, start, end, summary, compile_kwargs, *, 
                 cb.target_model = model  # the full model, also while the head trains on features
             if isinstance(cb, keras.callbacks.BackupAndRestore):
                 cb.delete_checkpoint = False  # removed by _finish_phase once the phase is recorded
-    cbs += list(extra_callbacks or [])
+    extra = list(extra_callbacks or [])
+    backup = next((cb for cb in cbs if isinstance(cb, callbacks_lib.BackupAndRestore)), None)
+    if backup is not None:  # it also keeps the counters of the user's EarlyStopping etc., which go before it
+        stateful = [cb for cb in extra if isinstance(cb, callbacks_lib.STATEFUL)]
+        backup.callbacks += stateful
+        at = cbs.index(backup)
+        cbs[at:at] = stateful
+        extra = [cb for cb in extra if cb not in stateful]
+    cbs += extra
     history = fit_model.fit(fit_train, validation_data=fit_val, epochs=end, initial_epoch=start, callbacks=cbs,
                             class_weight=class_weight, verbose=verbose, shuffle=False)
     resumed = bool(fit_model._initial_epoch)

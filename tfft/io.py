@@ -7,7 +7,10 @@ place with `os.replace` (atomic on POSIX and Windows within one filesystem).
 import contextlib
 import json
 import os
+import re
 import tempfile
+
+_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[\w.]+)?$")  # what atomic_path's mkstemp names
 
 
 @contextlib.contextmanager
@@ -63,6 +66,38 @@ def save_weights(model, path):
     """`model.save_weights(path)` atomically (path ends with `.weights.h5`)."""
     with atomic_path(path) as tmp:
         model.save_weights(tmp)
+
+
+def save_arrays(path, arrays):
+    """Saves a list of NumPy arrays (`model.get_weights()`) to an `.npz` file atomically."""
+    import numpy as np
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, *arrays)
+
+
+def load_arrays(path):
+    """The list of arrays `save_arrays` wrote, in order."""
+    import numpy as np
+
+    with np.load(path) as data:
+        return [data[f"arr_{i}"] for i in range(len(data.files))]
+
+
+def remove_stale_temporaries(directory):
+    """Removes the temporary files that a process killed while saving left in `directory`
+    (and its subfolders): `.NAME.XXXX.tmp...` files of `atomic_path`. Returns their paths.
+
+    Call only when no other process writes to `directory`.
+    """
+    removed = []
+    for root, _, files in os.walk(directory):
+        for name in files:
+            if _TEMPORARY.match(name):
+                os.remove(os.path.join(root, name))
+                removed.append(os.path.join(root, name))
+    return removed
 
 
 def read_json(path, default=None):
