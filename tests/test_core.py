@@ -423,7 +423,7 @@ def test_file_backed_early_stopping_restores_like_keras(tmp_path):
     """`tfft.callbacks.EarlyStopping(best_weights_dir=...)` ends with the same weights as
     Keras's in-memory one and leaves one file per best epoch at most."""
     results = []
-    for directory in (None, tmp_path):
+    for directory in (None, tmp_path, "temporary"):
         keras.utils.set_random_seed(0)
         model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
         model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
@@ -434,10 +434,13 @@ def test_file_backed_early_stopping_restores_like_keras(tmp_path):
                   shuffle=False, verbose=0, callbacks=[ScriptedValLoss(), early])
         assert early.best_epoch == 4
         results.append(model.get_weights())
-        if directory is not None:
+        if directory == tmp_path:
             assert [p.name for p in tmp_path.glob("*.npz")] == ["best_epoch_4.npz"]
-    for a, b in zip(*results):
-        np.testing.assert_array_equal(a, b)
+        if directory == "temporary":
+            assert early.best_weights_dir == "temporary" and early.best_weights_file is None  # folder removed
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_offline_pretrained_fails_fast_with_alternatives(tmp_path, monkeypatch):

@@ -282,6 +282,24 @@ def test_resume_keeps_finished_trials(tmp_path, data):
     assert len(read_csv(tmp_path / "r" / "trials.csv")) == 3
 
 
+def test_trials_are_seeded_by_search_seed_and_trial_id(tmp_path, data):
+    """The same search twice in one process (so the global random state differs at the start
+    of the second): each trial starts from the same weights and ends with the same val_loss,
+    so a trial rerun after a restart repeats the interrupted one."""
+    def search(name, global_seed):
+        keras.utils.set_random_seed(0)
+        hm = hypermodel(dict(HEAD_ONLY, dropout=0.2))  # the same backbone weights (the user's model)
+        keras.utils.set_random_seed(global_seed)  # what other code did to the global random state
+        tuner = tuning.make_tuner(hm, algorithm="random", max_trials=2, seed=1, objective="val_loss",
+                                  directory=str(tmp_path), project_name=name)
+        tuner.search(data.train, validation_data=data.validation, verbose=0)
+        return {t.trial_id: t.score for t in tuning._trials(tuner)}
+
+    first = search("a", 1)
+    second = search("b", 12345)
+    assert first == second and len(first) == 2
+
+
 def test_cross_validation_scores_the_mean_and_records_the_spread(tmp_path):
     x, y = tiny_arrays(n=16)
     store = features_lib.FeatureStore()

@@ -53,59 +53,97 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
     """`keras.callbacks.EarlyStopping` that can keep the best weights in a file.
 
     Keras's keeps a copy of every weight in memory (`restore_best_weights=True`), which for
-    a large backbone is hundreds of megabytes of peak memory for the whole run. With
-    `best_weights_dir` the best weights are written there (atomically, one `.npz` per best
-    epoch, the previous one removed) and read back only at the end of training; and a
-    `tfft.callbacks.BackupAndRestore` in the same `fit` records which file is the best, so a
-    resumed run restores the same weights as one that never stopped. Without it the
-    behaviour is Keras's.
+    a large backbone is hundreds of megabytes of host memory for the whole run. With
+    `best_weights_dir` the best weights are written there one variable at a time (atomically,
+    one `.npz` per best epoch, the previous one removed) and read back the same way at the
+    end of training; and a `tfft.callbacks.BackupAndRestore` in the same `fit` records which
+    file is the best, so a resumed run restores the same weights as one that never stopped.
+    `best_weights_dir="temporary"`: a private temporary folder, removed at the end of
+    training. Without it the behaviour is Keras's.
     """
 
     def __init__(self, *args, best_weights_dir=None, **kwargs):
+        self.temporary = best_weights_dir == "temporary"
         self.best_weights_dir = os.fspath(best_weights_dir) if best_weights_dir else None
         self.best_weights_file = None  # the file holding the best weights so far
         self._kept_file = None  # a file a committed backup names: not removed when replaced
-        self._new_best = None
         super().__init__(*args, **kwargs)
 
     @property
+    def _in_file(self):
+        return self.best_weights_dir is not None and self.restore_best_weights
+
+    @property
     def best_weights(self):
-        if self.best_weights_dir is None:
-            return self.__dict__.get("_best_weights")
-        return self._new_best if self._new_best is not None else self.best_weights_file
+        return self.best_weights_file if self._in_file else self.__dict__.get("_best_weights")
 
     @best_weights.setter
     def best_weights(self, value):
-        if self.best_weights_dir is None:
+        if self.best_weights_dir is None or value is not None:
             self.__dict__["_best_weights"] = value
-        elif value is None:
-            self._new_best, self.best_weights_file = None, None
-        else:
-            self._new_best = value  # written once the epoch's bookkeeping is done
+        else:  # on_train_begin's reset
+            self.best_weights_file = None
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.temporary:
+            import tempfile
+
+            self.best_weights_dir = tempfile.mkdtemp(prefix="tfft_best_weights_")
 
     def on_epoch_end(self, epoch, logs=None):
-        super().on_epoch_end(epoch, logs)
-        if self._new_best is None:
+        if not self._in_file:
+            return super().on_epoch_end(epoch, logs)
+        # Keras's logic, with the copy of the weights going to a file instead of memory.
+        if self.monitor_op is None:
+            self._set_monitor_op()
+        current = self.get_monitor_value(logs)
+        if current is None or epoch < self.start_from_epoch:
             return
+        improved = self._is_improvement(current, self.best)
+        if self.best_weights_file is None and not improved:
+            self.best_epoch = epoch
+            self._write_best()
+        self.wait += 1
+        if improved:
+            self.best, self.best_epoch = current, epoch
+            self._write_best()
+            if self.baseline is None or self._is_improvement(current, self.baseline):
+                self.wait = 0
+            return
+        if self.wait >= self.patience and epoch > 0:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+    def _write_best(self):
         path = os.path.join(self.best_weights_dir, f"best_epoch_{self.best_epoch}.npz")
-        io.save_arrays(path, self._new_best)
-        previous, self.best_weights_file, self._new_best = self.best_weights_file, path, None
+        io.save_arrays(path, self.model.weights)  # converted one variable at a time
+        previous, self.best_weights_file = self.best_weights_file, path
         if previous and previous not in (path, self._kept_file) and os.path.exists(previous):
             os.remove(previous)
 
     def on_train_end(self, logs=None):
-        if self.best_weights_dir is None or not self.restore_best_weights or not self.best_weights_file:
+        try:
+            self._restore_best(logs)
+        finally:
+            if self.temporary and self.best_weights_dir is not None:
+                import shutil
+
+                shutil.rmtree(self.best_weights_dir, ignore_errors=True)
+                self.best_weights_dir, self.best_weights_file = "temporary", None
+
+    def _restore_best(self, logs):
+        if not self._in_file or not self.best_weights_file:
             return super().on_train_end(logs)
+        if self.stopped_epoch > 0 and self.verbose > 0:
+            print(f"Epoch {self.stopped_epoch + 1}: early stopping")
         if not os.path.exists(self.best_weights_file):
             logger.warning("EarlyStopping: the best weights file %s is gone; keeping the last weights.",
                            self.best_weights_file)
-            self.best_weights_file = None
-            return super().on_train_end(logs)
-        self._new_best = io.load_arrays(self.best_weights_file)
-        try:
-            super().on_train_end(logs)
-        finally:
-            self._new_best = None
+            return
+        if self.verbose > 0:
+            print(f"Restoring model weights from the end of the best epoch: {self.best_epoch + 1}.")
+        io.load_arrays_into(self.best_weights_file, self.model.weights)
 
 
 STATEFUL = (keras.callbacks.EarlyStopping, keras.callbacks.ReduceLROnPlateau, keras.callbacks.ModelCheckpoint)
@@ -316,8 +354,8 @@ def default_callbacks(
         reduce_lr_on_plateau: divide the rate by 5 after `lr_patience` (default
             `max(1, patience // 2)`) epochs without improvement of `monitor`.
         early_stopping: stop after `patience` epochs without improvement, restoring the
-            best weights (with a workdir they wait in a file in the backup folder instead of
-            a second copy in memory: `tfft.callbacks.EarlyStopping`).
+            best weights (they wait in a file, in the backup folder with a workdir, else in a
+            temporary folder, instead of a second copy in memory: `tfft.callbacks.EarlyStopping`).
         monitor: the quantity to watch (`"val_loss"`, `"val_accuracy"`, ...). Without
             validation data use `"loss"`.
         patience: epochs without improvement before early stopping.
@@ -347,9 +385,9 @@ def default_callbacks(
         workdir, original = _writable_workdir(workdir)
         checkpoint_path, backup_dir = (_moved(p, original, workdir) for p in (checkpoint_path, backup_dir))
         backup_dir = backup_dir or os.path.join(workdir, "backup")
-    if early_stopping:  # with a workdir the best weights wait in a file, not in a second copy in memory
+    if early_stopping:  # the best weights wait in a file, not in a second copy in memory
         callbacks.append(EarlyStopping(monitor=monitor, patience=patience, mode=mode, min_delta=min_delta,
-                                       restore_best_weights=True, best_weights_dir=backup_dir))
+                                       restore_best_weights=True, best_weights_dir=backup_dir or "temporary"))
     if workdir is None:
         return callbacks
     os.makedirs(workdir, exist_ok=True)

@@ -69,12 +69,24 @@ def save_weights(model, path):
 
 
 def save_arrays(path, arrays):
-    """Saves a list of NumPy arrays (`model.get_weights()`) to an `.npz` file atomically."""
+    """Saves a list of arrays or variables to an `.npz` file atomically (NumPy converts them
+    one at a time as it writes, so `model.weights` costs no full copy in memory)."""
     import numpy as np
 
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, *arrays)
+
+
+def load_arrays_into(path, variables):
+    """Assigns the arrays of a `save_arrays` file to `variables`, in order, one at a time."""
+    import numpy as np
+
+    with np.load(path) as data:
+        if len(data.files) != len(variables):
+            raise ValueError(f"{path} holds {len(data.files)} arrays for {len(variables)} variables.")
+        for i, variable in enumerate(variables):
+            variable.assign(data[f"arr_{i}"])
 
 
 def load_arrays(path):

@@ -102,6 +102,7 @@ import concurrent.futures
 import copy
 import csv
 import gc
+import hashlib
 import io as _io
 import json
 import logging
@@ -784,6 +785,8 @@ def _isolated_trial(payload):
     from tfft.distribute import get_strategy
 
     keras.backend.clear_session()
+    if payload.get("seed") is not None:
+        keras.utils.set_random_seed(payload["seed"])
     hypermodel = payload["hypermodel"]
     hp = kt.HyperParameters.from_config(payload["hp"])
     strategy = get_strategy(payload["strategy"]) if payload["strategy"] else None
@@ -861,8 +864,24 @@ class _TfftTuner:
         if self.export and not self._is_worker():
             export_results(self)
 
+    def _trial_seed(self, trial):
+        """The seed of this execution of `trial`: from the search's seed and the trial id, so
+        a trial rerun after a restart (or in another process) starts from the same weights and
+        draws the same dropout masks. None when neither the hypermodel nor the oracle has a seed."""
+        base = getattr(self.hypermodel, "seed", None)
+        base = self.oracle.seed if base is None else base
+        if base is None:
+            return None
+        counts = self.__dict__.setdefault("_executions", {})
+        execution = counts[trial.trial_id] = counts.get(trial.trial_id, -1) + 1
+        digest = hashlib.sha256(f"{base}|{trial.trial_id}|{execution}".encode()).digest()
+        return int.from_bytes(digest[:4], "little") % (2**31 - 1)
+
     def _build_and_fit_model(self, trial, *args, **kwargs):
+        seed = self._trial_seed(trial)
         if getattr(self.hypermodel, "trial_isolation", None) != "process":
+            if seed is not None:
+                keras.utils.set_random_seed(seed)
             return super()._build_and_fit_model(trial, *args, **kwargs)
         hp = trial.hyperparameters
         callbacks = [cb for cb in kwargs.pop("callbacks", [])
@@ -877,7 +896,7 @@ class _TfftTuner:
             "kwargs": dict(kwargs, callbacks=callbacks), "objective": self.oracle.objective,
             "checkpoint": self._get_checkpoint_fname(trial.trial_id),
             "build_config": self._get_build_config_fname(trial.trial_id),
-            "reload": reload, "strategy": self.strategy_name,
+            "reload": reload, "strategy": self.strategy_name, "seed": seed,
         }
         context = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
