@@ -119,10 +119,9 @@ def main(argv=None):
              f"workdir, **{with_workdir:.3f}** with a workdir, {bare:.3f} without callbacks (target: at most 1.0)")
     notes = [f"ResNet50 (weights=None) at {args.image_size} px, batch {args.batch_size}, {args.batches} batches "
              f"per epoch, one head epoch + one fine-tune epoch (tfft: the head on cached features), data: {source}, held in memory on both sides",
-             "tfft's default callbacks include EarlyStopping(restore_best_weights=True): without a workdir it keeps "
-             "a copy of the best weights in host memory as Keras's does (ResNet50: 23.6 M float32 values, about "
-             "94 MB); with a workdir the copy waits in a file of the backup folder instead; the plain side has no "
-             "callbacks",
+             "tfft's default callbacks include EarlyStopping(restore_best_weights=True), whose copy of the best "
+             "weights (ResNet50: 23.6 M float32 values, about 94 MB) waits in a file (the backup folder with a "
+             "workdir, else a temporary folder) instead of host memory; the plain side has no callbacks",
              "both sides import tfft (its data loader reads the photos); each run is a fresh process; CPU only "
              "(no GPU here, so no GPU memory rows)"]
     common.report("Peak memory of a ResNet50 fine-tune: tfft vs plain Keras", body, notes=notes,

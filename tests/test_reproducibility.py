@@ -70,3 +70,25 @@ def test_same_seed_same_run_in_one_process():
 def test_another_seed_gives_another_run():
     """The seed reaches the weights, the dropout masks and the order: the check above can fail."""
     assert fit(3)[0] != fit(4)[0]
+
+
+def test_seeded_augmentation_depends_on_the_epoch_only():
+    """A resumed run starts at epoch e with fresh random layers: epoch e must augment as in the
+    run that went through epochs 0..e-1 first (tfft.order.key_by_epoch, pinned by EpochSeed)."""
+    from tfft import order
+
+    x = (np.random.default_rng(0).random((8, 16, 16, 3)) * 255).astype("float32")
+    bundle = tfft.data.from_arrays(x, np.arange(8) % 2, augment=["flip", "zoom", "contrast"], seed=3,
+                                   batch_size=8, validation_split=0.0)
+    pin = order.EpochSeed()
+
+    def first_batch(epoch):
+        pin.on_epoch_begin(epoch)
+        return next(iter(bundle.train))[0].numpy()
+
+    resumed = first_batch(2)  # as a run resumed at epoch 2
+    first_batch(0), first_batch(1)
+    uninterrupted = first_batch(2)
+    np.testing.assert_array_equal(resumed, uninterrupted)
+    assert np.abs(first_batch(3) - uninterrupted).max() > 1.0  # other epochs draw other augmentations
+    pin.on_train_end()

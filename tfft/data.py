@@ -311,7 +311,9 @@ def augmentation_layer(
             `translation`, `contrast`, `brightness` (Keras layers may be
             mixed in); or any Keras layer / callable taking a batch of
             0-255 float32 images.
-        seed: seed for the random layers.
+        seed: seed for the random layers; with it, epoch e's augmentation
+            depends on (seed, e) only in a `fit` with `tfft.order.EpochSeed`
+            (tfft's callbacks), so a resumed run augments as before.
 
     Returns:
         A layer (or the given callable), or `None` for no augmentation.
@@ -329,7 +331,7 @@ def augmentation_layer(
     if isinstance(augment, str):
         augment = (augment,)
     if callable(augment) and not isinstance(augment, (list, tuple)):
-        return augment
+        return _keyed(augment, seed)
     layers = []
     for item in augment:
         if isinstance(item, str):
@@ -341,7 +343,15 @@ def augmentation_layer(
             layers.append(_AUGMENTATIONS[item](seed))
         else:
             layers.append(item)
-    return keras.Sequential(layers, name="augmentation")
+    return _keyed(keras.Sequential(layers, name="augmentation"), seed)
+
+
+def _keyed(augment, seed):
+    """With a seed, the random layers draw per epoch from (seed, epoch): a resumed run
+    augments as the one that never stopped (`tfft.order.key_by_epoch`)."""
+    if seed is not None and isinstance(augment, keras.layers.Layer):
+        order_lib.key_by_epoch(augment)
+    return augment
 
 
 def is_augmented(dataset: tf.data.Dataset) -> bool:

@@ -58,11 +58,42 @@ def epoch_shuffle(dataset, buffer_size, seed):
     return shuffled
 
 
+_KEYED_GENERATORS = []  # (weak reference to a SeedGenerator, its initial state)
+
+
+def key_by_epoch(layer):
+    """Makes the random layers in `layer` (an input-pipeline augmentation) draw, in each epoch
+    that `EpochSeed` pins, from a state that depends on their seed and the epoch only, so a
+    resumed run augments epoch e exactly as the run that never stopped. Returns `layer`."""
+    import weakref
+
+    import numpy as np
+
+    for generator in _seed_generators(layer):
+        _KEYED_GENERATORS.append((weakref.ref(generator), np.array(keras.ops.convert_to_numpy(generator.state))))
+    return layer
+
+
+def _key_generators(epoch):
+    alive = []
+    for ref, initial in _KEYED_GENERATORS:
+        generator = ref()
+        if generator is None:
+            continue
+        alive.append((ref, initial))
+        state = initial.copy()
+        state[0] = state[0] + epoch * 1000003 + 1
+        generator.state.assign(keras.ops.convert_to_tensor(state, dtype=generator.state.dtype))
+    _KEYED_GENERATORS[:] = alive
+
+
 class EpochSeed(keras.callbacks.Callback):
-    """Pins the epoch that `epoch_shuffle` datasets use, so a resumed run reproduces the order."""
+    """Pins the epoch that `epoch_shuffle` datasets and `key_by_epoch` augmentations use, so a
+    resumed run reproduces the order and the augmentation."""
 
     def on_epoch_begin(self, epoch, logs=None):
         _pinned_epoch().assign(int(epoch))
+        _key_generators(int(epoch))
 
     def on_train_end(self, logs=None):
         _pinned_epoch().assign(-1)
