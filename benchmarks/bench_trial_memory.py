@@ -48,13 +48,6 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def rss_mb():
-    import psutil
-
-    gc.collect()
-    return psutil.Process().memory_info().rss / 2**20
-
-
 def tiny_backbone(keras):
     inputs = keras.Input((32, 32, 3))
     x = keras.layers.Conv2D(4, 3, strides=2, activation="relu", name="conv1")(inputs)
@@ -79,7 +72,8 @@ def one_side(args):
             model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
             model.fit(x[:48], y[:48], validation_data=(x[48:], y[48:]), epochs=1, batch_size=8, verbose=0)
             del model
-            rss.append(rss_mb())
+            gc.collect()
+            rss.append(common.rss_mb())
     else:
         import tfft
         from tfft import tuning
@@ -92,7 +86,8 @@ def one_side(args):
         class Measured(tuning.RandomSearch):
             def on_trial_end(self, trial):
                 super().on_trial_end(trial)
-                rss.append(rss_mb())
+                gc.collect()
+                rss.append(common.rss_mb())
 
         with tempfile.TemporaryDirectory() as directory:
             tuner = Measured(hypermodel=hypermodel, objective="val_accuracy", max_trials=args.trials, seed=1,
@@ -127,8 +122,9 @@ def main(argv=None):
     notes = ["the tiny CNN of the tests (32x32x3 input, two convolutions) with a pooled head, 48 train / 16 "
              "validation examples, one epoch per trial; RSS of the search process after `gc.collect()`",
              "the `keras` side is the floor: TensorFlow keeps a few MB per traced train/eval function even after "
-             "`keras.backend.clear_session()` and `gc.collect()`; tfft adds nothing of its own when its growth per "
-             "trial is the same, and `trial_isolation=\"process\"` is the way around it for long searches"]
+             "`keras.backend.clear_session()` and `gc.collect()` (the traced functions of earlier models); the "
+             "`keras` side also rebuilds the backbone each time, which tfft's head-only trials share, and "
+             "`trial_isolation=\"process\"` is the way around the growth for long searches"]
     common.report("Memory across tuning trials: tfft vs the floor of Keras", body, notes=notes,
                   out=args.out or None, started=started, load_before=load)
     return 0

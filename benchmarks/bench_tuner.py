@@ -59,12 +59,6 @@ def subset(root, per_class, out):
     return out
 
 
-def rss_mb():
-    import psutil
-
-    return psutil.Process().memory_info().rss / 1e6
-
-
 def run_search(args):
     """One search in this process; returns its timings, memory and trials."""
     import keras_tuner as kt
@@ -118,7 +112,7 @@ def run_search(args):
     def on_trial_end(trial):
         original_end(trial)
         trial_seconds[-1] += time.perf_counter()
-        memory.append(round(rss_mb(), 1))
+        memory.append(round(common.rss_mb(), 1))
 
     tuner.on_trial_begin, tuner.on_trial_end = on_trial_begin, on_trial_end
     setup = time.perf_counter() - start

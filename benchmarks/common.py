@@ -65,6 +65,13 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def rss_mb():
+    """This process's current resident memory in MB (MiB, as `peak_rss_mb`)."""
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
 def machine():
     """One line: CPU model and cores, OS, TensorFlow and Keras versions, GPUs."""
     import tensorflow as tf

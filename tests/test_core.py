@@ -400,7 +400,7 @@ def test_resume_keeps_early_stopping_plateau_and_checkpoint_counters(tmp_path):
     reference, ref_history, ref_cbs = _counter_run(tmp_path / "reference")
     assert len(ref_history.epoch) == 8  # stopped after epoch 7 (index), patience 3 after epoch 4
     ref_lr = float(reference.optimizer.learning_rate)
-    assert ref_lr < 0.1  # ReduceLROnPlateau lowered the rate (epochs 6 and ...)
+    assert ref_lr == pytest.approx(0.1 * 0.2 * 0.2)  # ReduceLROnPlateau lowered it after epochs 3 and 6
     assert not list((tmp_path / "reference").rglob("*.npz"))  # best-weights files removed with the backup
 
     with pytest.raises(KeyboardInterrupt):
@@ -417,6 +417,31 @@ def test_resume_keeps_early_stopping_plateau_and_checkpoint_counters(tmp_path):
     saved = keras.models.load_model(tmp_path / "run" / "model.keras")
     for a, b in zip(saved.get_weights(), model.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-6)  # the checkpoint is the best epoch, 4, too
+
+
+def test_backup_keeps_a_plain_keras_early_stopping(tmp_path):
+    """A user's `keras.callbacks.EarlyStopping` (best weights in memory) handed to the backup:
+    its best weights go to a file at each backup, and a rerun after the crash stops at the
+    same epoch with the same weights as the run that never stopped."""
+    def run(workdir, interrupt_at=None):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+        x = np.random.default_rng(0).random((32, 4)).astype("float32")
+        early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=3, restore_best_weights=True)
+        backup = tfft.callbacks.BackupAndRestore(str(workdir), callbacks=[early])
+        history = model.fit(x, np.arange(32) % 3, validation_data=(x, np.arange(32) % 3), epochs=12, batch_size=8,
+                            shuffle=False, verbose=0, callbacks=[ScriptedValLoss(interrupt_at), early, backup])
+        return model, history, early
+
+    reference, _, _ = run(tmp_path / "reference")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "run", interrupt_at=6)
+    assert [p.name for p in (tmp_path / "run").glob("*.npz")] == ["early_stopping_best_epoch_4.npz"]
+    model, history, early = run(tmp_path / "run")
+    assert history.epoch == [6, 7] and early.best_epoch == 4
+    for a, b in zip(model.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
 def test_file_backed_early_stopping_restores_like_keras(tmp_path):

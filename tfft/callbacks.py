@@ -73,19 +73,9 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
     def _in_file(self):
         return self.best_weights_dir is not None and self.restore_best_weights
 
-    @property
-    def best_weights(self):
-        return self.best_weights_file if self._in_file else self.__dict__.get("_best_weights")
-
-    @best_weights.setter
-    def best_weights(self, value):
-        if self.best_weights_dir is None or value is not None:
-            self.__dict__["_best_weights"] = value
-        else:  # on_train_begin's reset
-            self.best_weights_file = None
-
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
+        self.best_weights_file = None
         if self.temporary:
             import tempfile
 
@@ -263,13 +253,13 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
             "seed_states": seed_states(self.model),
             "callbacks": states,
         })
-        keep = {name} | {os.path.basename(s["best_weights_file"]) for s in states
-                         if s and s.get("best_weights_file")}
+        # What the metadata now names stays; older weights and best-weights files go.
+        keep = [os.path.join(self.backup_dir, name)] + [s.get("best_weights_file") for s in states if s]
         for cb in self.callbacks:
             if isinstance(cb, EarlyStopping) and cb.best_weights_dir is not None:
                 cb._kept_file = cb.best_weights_file
-                _remove_except(cb.best_weights_dir, cb.best_weights_file, prefix="best_epoch_")
-        _remove_except(self.backup_dir, *[os.path.join(self.backup_dir, k) for k in keep])
+                _remove_except(cb.best_weights_dir, *keep, prefix="best_epoch_")
+        _remove_except(self.backup_dir, *keep)
 
     def _load_model(self):
         if not self.model.built:

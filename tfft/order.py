@@ -9,7 +9,10 @@ every `tfft.fine_tune` phase) pins at `on_epoch_begin`. Outside such a `fit` the
 counts its own iterations, as plain reshuffling would.
 """
 
+import weakref
+
 import keras
+import numpy as np
 import tensorflow as tf
 
 _PINNED = None
@@ -65,10 +68,6 @@ def key_by_epoch(layer):
     """Makes the random layers in `layer` (an input-pipeline augmentation) draw, in each epoch
     that `EpochSeed` pins, from a state that depends on their seed and the epoch only, so a
     resumed run augments epoch e exactly as the run that never stopped. Returns `layer`."""
-    import weakref
-
-    import numpy as np
-
     for generator in _seed_generators(layer):
         _KEYED_GENERATORS.append((weakref.ref(generator), np.array(keras.ops.convert_to_numpy(generator.state))))
     return layer

@@ -872,8 +872,9 @@ class _TfftTuner:
         base = self.oracle.seed if base is None else base
         if base is None:
             return None
-        counts = self.__dict__.setdefault("_executions", {})
-        execution = counts[trial.trial_id] = counts.get(trial.trial_id, -1) + 1
+        if not hasattr(self, "_executions"):
+            self._executions = {}  # executions of each trial in this process
+        execution = self._executions[trial.trial_id] = self._executions.get(trial.trial_id, -1) + 1
         digest = hashlib.sha256(f"{base}|{trial.trial_id}|{execution}".encode()).digest()
         return int.from_bytes(digest[:4], "little") % (2**31 - 1)
 
