@@ -66,6 +66,9 @@ def parse_args(argv=None):
     p.add_argument("--learning_rate", type=float, default=5e-5, help="peak rate of the full fine-tuning")
     p.add_argument("--weight_decay", type=float, default=0.01)
     p.add_argument("--warmup_fraction", type=float, default=0.1)
+    p.add_argument("--layerwise_decay", type=float, default=None,
+                   help="layer-wise learning-rate decay of the full fine-tuning (e.g. 0.8): each lower "
+                        "transformer layer trains at this factor times the rate of the layer above")
     p.add_argument("--probe_epochs", type=int, default=40)
     p.add_argument("--probe_learning_rate", type=float, default=1e-3)
     p.add_argument("--monitor", default="val_accuracy",
@@ -117,6 +120,7 @@ def run_one(name, args, preset, bundle, dev, workdir):
         result = tfft.fine_tune(model, bundle.train, bundle.validation, head_epochs=args.head_epochs,
                                 finetune_epochs=args.epochs, finetune_learning_rate=args.learning_rate,
                                 weight_decay=args.weight_decay, warmup_fraction=args.warmup_fraction,
+                                layerwise_decay=args.layerwise_decay,
                                 monitor=args.monitor, workdir=os.path.join(workdir, name), verbose=2)
     train_s = time.time() - start
     sentences, labels = dev
@@ -185,7 +189,8 @@ def results_section(args, rows, bundle, dev, load_before):
     ]
     what = {
         "finetune": f"head 1e-3 on cached features, then all 22.7M params: AdamW lr {args.learning_rate:g}, "
-                    f"wd {args.weight_decay:g}, {args.warmup_fraction:.0%} warmup + linear decay",
+                    f"wd {args.weight_decay:g}, {args.warmup_fraction:.0%} warmup + linear decay"
+                    + (f", layer-wise rate decay {args.layerwise_decay:g}" if args.layerwise_decay else ""),
         "probe": f"head only on the frozen pretrained encoder (cached features), Adam {args.probe_learning_rate:g}",
         "random": "as finetune, from random initialization",
     }
