@@ -6,6 +6,7 @@ end, and skipped where that package is absent.
 """
 
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -88,6 +89,27 @@ def test_fit_and_predict_on_python_strings(pooling, task, num_classes):
     if task == "multiclass":
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
     assert model.predict("one single sentence", verbose=0).shape[0] == 1
+
+
+def test_mean_pooling_leaves_the_unused_cls_pooler_frozen():
+    """Under mean pooling the [CLS] pooler feeds nothing: every spec leaves it frozen, so fitting
+    raises no 'Gradients do not exist' warning and the optimizer keeps no slots for it."""
+    mean = tiny_model(pooling="mean", freeze="none")
+    assert mean.tfft_info["unused_layers"] == ["pooled_dense"]
+    backbone = mean.get_layer("backbone")
+    assert not backbone.get_layer("pooled_dense").trainable
+    assert backbone.get_layer("transformer_layer_1").trainable
+    tfft.unfreeze(mean, "top:1")
+    assert not backbone.get_layer("pooled_dense").trainable
+    tfft.unfreeze(mean, "backbone")
+    assert not backbone.get_layer("pooled_dense").trainable
+    tfft.compile_model(mean, optimizer="adamw", learning_rate=1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        mean.fit(TEXTS, LABELS, batch_size=5, epochs=1, verbose=0)
+    cls = tiny_model(pooling="cls", freeze="none")
+    assert "unused_layers" not in cls.tfft_info
+    assert cls.get_layer("backbone").get_layer("pooled_dense").trainable
 
 
 def test_mean_pooling_masks_padding():

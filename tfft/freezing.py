@@ -16,6 +16,9 @@ counted in that order, the input layer included):
   `conv5`, VGG `block1`..`block5`, BERT `transformer_layer_<i>`, EfficientNet `block<i>`.
 * several of these joined with `+` (or a list): their union, e.g. `"embeddings+bottom:4"`.
 
+Layers the model does not use (`model.tfft_info["unused_layers"]`: BERT's [CLS] pooler
+`pooled_dense` under `pooling="mean"`) stay frozen whatever the spec.
+
 BatchNormalization layers stay in inference mode with their moving statistics unchanged
 (their `trainable` is set to False) unless `train_batchnorm=True`: in Keras 3,
 `training=False` on the nested backbone is not enough once it is unfrozen, since `fit`
@@ -226,8 +229,9 @@ def _apply(model, frozen_names, train_batchnorm):
     # list: reset every layer of the model and of the backbone explicitly.
     for layer in [model, backbone] + list(model.layers) + backbone_layers(backbone):
         layer.trainable = True
+    unused = set((getattr(model, "tfft_info", None) or {}).get("unused_layers", ()))
     for layer in backbone_layers(backbone):
-        if layer.name in frozen_names:
+        if layer.name in frozen_names or layer.name in unused:
             layer.trainable = False
     n_bn = 0
     if not train_batchnorm:

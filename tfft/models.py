@@ -380,4 +380,9 @@ def _build_text(parts, *, task, units, dropout, head_units, l2, pooling, sentenc
                     head_units=head_units, l2=l2)
     info.update(sequence_length=int(preprocessing.sequence_length), pooling=pooling,
                 sentence_pairs=bool(sentence_pairs))
+    if pooling == "mean":
+        # The [CLS] pooler feeds nothing: freezing specs leave it frozen, so that no optimizer
+        # keeps slots for it and Keras does not warn of variables without gradients.
+        names = {layer.name for layer in getattr(parts["backbone"], "layers", [])}
+        info["unused_layers"] = sorted(names & {"pooled_dense"})
     return TransferModel(inputs, outputs, name=name, tfft_info=info)
