@@ -205,9 +205,12 @@ def mean_over_splits(results, run):
 
 
 def markdown(args, argv, plain, results, load_seconds):
-    counts = {split: sum(plain.counts[split]) for split in ("train", "validation", "test")}
+    counts = {split: sum(plain.counts.get(split, ())) for split in ("train", "validation", "test")}
     seeds = sorted({r["seed"] for r in results})
     by_run = {r["run"]: r for r in results if r["seed"] == results[0]["seed"]}
+    validation = (f"validation {counts['validation']}, " if counts["validation"] else
+                  "no validation split (the phases run their fixed epochs and keep the weights of the lowest "
+                  "training loss), ")
     lines = [
         f"## Flowers, EfficientNet-Lite0 ({datetime.date.today().isoformat()})",
         "",
@@ -220,7 +223,7 @@ def markdown(args, argv, plain, results, load_seconds):
         f"Data: `{args.data}`{f' (first {args.per_class} per class)' if args.per_class else ''}, "
         f"{plain.num_classes} classes; stratified splits with seed{'s' if len(seeds) > 1 else ''} "
         f"{', '.join(map(str, seeds))}: train {counts['train']}, "
-        f"validation {counts['validation']}, test {counts['test']} (never trained on). "
+        f"{validation}test {counts['test']} (never trained on). "
         f"{args.image_size} px ({args.resize}), batch {args.batch_size}, label smoothing {args.label_smoothing}, "
         f"head dropout {args.dropout}. Loading and checking the photos took {load_seconds:.0f} s (not counted).",
         "",
