@@ -15,6 +15,8 @@ over three stratified 20% test splits of the 1,500 photos, about 6.5 minutes eac
 CPU; see `benchmarks/RESULTS.md`): central crop to 224 px, head on cached features (up to 20
 epochs, early stopping), then the whole backbone with BatchNorm frozen, Adam 1e-4 cosine for
 10 epochs on flip / zoom / rotation / translation / contrast augmentation, label smoothing 0.1.
+For a final model, `--config.data.validation_split=0` trains on all non-test photos (1,200):
+96.8% mean test accuracy over the same three splits.
 """
 
 from experiments import common
