@@ -75,6 +75,9 @@ def parse_args(argv=None):
                    help="what early stopping / best-epoch restore watch on the held-out part (val_loss rises "
                         "from over-confidence while accuracy still improves)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ensemble", type=int, default=1,
+                   help="fine-tune this many models (model seeds seed, seed+1, ...; same data split) and also "
+                        "score the mean of their predicted probabilities")
     p.add_argument("--workdir", default=None, help="where runs write checkpoints (default: a temp dir)")
     p.add_argument("--results", default=os.path.join(REPO, "benchmarks", "RESULTS.md"))
     p.add_argument("--no-results", dest="write_results", action="store_false", help="do not append RESULTS.md")
@@ -106,9 +109,11 @@ def build(args, preset, weights):
                             pooling=args.pooling, dropout=args.dropout)
 
 
-def run_one(name, args, preset, bundle, dev, workdir):
-    """Builds, trains and scores one run; returns a dict of its results."""
-    keras.utils.set_random_seed(args.seed)
+def run_one(name, args, preset, bundle, dev, workdir, member=0):
+    """Builds, trains and scores one run (ensemble `member` > 0: model seed `seed + member`);
+    returns a dict of its results."""
+    keras.utils.set_random_seed(args.seed + member)
+    label = f"{name}_{member}" if member else name
     load = time.time()
     model = build(args, preset, None if name == "random" else "pretrained")
     start = time.time()
@@ -121,7 +126,7 @@ def run_one(name, args, preset, bundle, dev, workdir):
                                 finetune_epochs=args.epochs, finetune_learning_rate=args.learning_rate,
                                 weight_decay=args.weight_decay, warmup_fraction=args.warmup_fraction,
                                 layerwise_decay=args.layerwise_decay,
-                                monitor=args.monitor, workdir=os.path.join(workdir, name), verbose=2)
+                                monitor=args.monitor, workdir=os.path.join(workdir, label), verbose=2)
     train_s = time.time() - start
     sentences, labels = dev
     t = time.time()
@@ -131,14 +136,24 @@ def run_one(name, args, preset, bundle, dev, workdir):
     epochs_run = {p.name: len(next(iter(p.history.values()), [])) for p in result.phases}
     watched = [v for p in result.phases for v in p.history.get(args.monitor, [])]
     best = int(np.argmin(watched) if "loss" in args.monitor else np.argmax(watched)) + 1 if watched else None
-    row = dict(run=name, dev_accuracy=accuracy, train_s=train_s, predict_s=predict_s, build_s=start - load,
+    row = dict(run=label, kind=name, probs=probs, dev_accuracy=accuracy, train_s=train_s, predict_s=predict_s, build_s=start - load,
                val_accuracy=result.metrics.get("val_accuracy"), epochs=epochs_run, kept_epoch=best,
                load=os.getloadavg()[0])
-    if name == "finetune":
+    if label == "finetune":
         row["roundtrip_max_diff"] = roundtrip(model, sentences[:64], probs[:64], workdir)
-    print(f"[sst2_minilm] {name}: dev accuracy {accuracy:.4f} ({len(labels)} sentences), training "
+    print(f"[sst2_minilm] {label}: dev accuracy {accuracy:.4f} ({len(labels)} sentences), training "
           f"{train_s / 60:.1f} min, epochs {epochs_run}, held-out val accuracy {row['val_accuracy']}", flush=True)
     return row
+
+
+def ensemble_row(rows, dev):
+    """The dev accuracy of the mean predicted probability of the finetune models."""
+    members = [r for r in rows if r["kind"] == "finetune"]
+    probs = np.mean([r["probs"] for r in members], axis=0)
+    accuracy = float(np.mean((probs > 0.5).astype(int) == dev[1]))
+    print(f"[sst2_minilm] ensemble of {len(members)}: dev accuracy {accuracy:.4f}", flush=True)
+    return dict(run=f"ensemble_{len(members)}", kind="ensemble", probs=probs, dev_accuracy=accuracy,
+                train_s=sum(r["train_s"] for r in members), epochs="-", kept_epoch="-", load=os.getloadavg()[0])
 
 
 def roundtrip(model, sentences, probs, workdir):
@@ -193,10 +208,12 @@ def results_section(args, rows, bundle, dev, load_before):
                     + (f", layer-wise rate decay {args.layerwise_decay:g}" if args.layerwise_decay else ""),
         "probe": f"head only on the frozen pretrained encoder (cached features), Adam {args.probe_learning_rate:g}",
         "random": "as finetune, from random initialization",
+        "ensemble": f"the mean predicted probability of the {args.ensemble} finetune models above",
     }
     for r in rows:
-        lines.append(f"| {r['run']} | {what[r['run']]} | **{r['dev_accuracy']:.2%}** | "
-                     f"{r['train_s'] / 60:.1f} min | {r['epochs']} | epoch {r['kept_epoch']} |")
+        lines.append(f"| {r['run']} | {what[r['kind']]} | **{r['dev_accuracy']:.2%}** | "
+                     f"{r['train_s'] / 60:.1f} min | {r['epochs']} | "
+                     f"{'-' if r['kind'] == 'ensemble' else 'epoch ' + str(r['kept_epoch'])} |")
     lines += [
         "",
         f"Hardware: {hardware_note()}; shared with other engineers' jobs: 1-minute load average "
@@ -231,14 +248,19 @@ def main(argv=None):
         bundle = load_train(args, tmp)
         dev = read_tsv(os.path.join(args.data_dir, "dev.tsv"), args.limit)
         print(bundle.summary(), flush=True)
-        rows = [run_one(name, args, preset, bundle, dev, workdir) for name in runs]
+        rows = []
+        for name in runs:
+            members = range(args.ensemble if name == "finetune" else 1)
+            rows += [run_one(name, args, preset, bundle, dev, workdir, member) for member in members]
+        if args.ensemble > 1 and "finetune" in runs:
+            rows.append(ensemble_row(rows, dev))
     section = results_section(args, rows, bundle, dev, load_before)
     print("\n" + section, flush=True)
     if args.write_results:
         with open(args.results, "a", encoding="utf-8") as f:
             f.write("\n" + section)
         print(f"[sst2_minilm] appended to {args.results}", flush=True)
-    return rows
+    return [{k: v for k, v in r.items() if k != "probs"} for r in rows]
 
 
 if __name__ == "__main__":
