@@ -153,7 +153,7 @@ def ensemble_row(rows, dev):
     accuracy = float(np.mean((probs > 0.5).astype(int) == dev[1]))
     print(f"[sst2_minilm] ensemble of {len(members)}: dev accuracy {accuracy:.4f}", flush=True)
     return dict(run=f"ensemble_{len(members)}", kind="ensemble", probs=probs, dev_accuracy=accuracy,
-                train_s=sum(r["train_s"] for r in members), epochs="-", kept_epoch="-", load=os.getloadavg()[0])
+                train_s=sum(r["train_s"] for r in members), epochs="-", kept_epoch=None, load=os.getloadavg()[0])
 
 
 def roundtrip(model, sentences, probs, workdir):

@@ -12,6 +12,8 @@ schedule (Keras's raises then).
 import json
 import logging
 import os
+import shutil
+import tempfile
 
 import keras
 import numpy as np
@@ -77,8 +79,6 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
         super().on_train_begin(logs)
         self.best_weights_file = None
         if self.temporary:
-            import tempfile
-
             self.best_weights_dir = tempfile.mkdtemp(prefix="tfft_best_weights_")
 
     def on_epoch_end(self, epoch, logs=None):
@@ -117,8 +117,6 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
             self._restore_best(logs)
         finally:
             if self.temporary and self.best_weights_dir is not None:
-                import shutil
-
                 shutil.rmtree(self.best_weights_dir, ignore_errors=True)
                 self.best_weights_dir, self.best_weights_file = "temporary", None
 
@@ -135,6 +133,8 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
             print(f"Restoring model weights from the end of the best epoch: {self.best_epoch + 1}.")
         io.load_arrays_into(self.best_weights_file, self.model.weights)
 
+
+_NO_MORE_EPOCHS = 2**31 - 1  # an initial epoch past any `epochs`: `fit` runs no epoch
 
 STATEFUL = (keras.callbacks.EarlyStopping, keras.callbacks.ReduceLROnPlateau, keras.callbacks.ModelCheckpoint)
 
@@ -233,7 +233,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
                    for cb, state in zip(self.callbacks, states)):
                 # Early stopping had ended this fit at the backed-up epoch: train no further
                 # epoch (its on_train_end still restores the best weights).
-                self.model._initial_epoch = 2**31 - 1
+                self.model._initial_epoch = _NO_MORE_EPOCHS
 
     def on_epoch_end(self, epoch, logs=None):
         if loss_is_finite(logs):
