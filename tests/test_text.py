@@ -107,9 +107,13 @@ def test_mean_pooling_leaves_the_unused_cls_pooler_frozen():
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         mean.fit(TEXTS, LABELS, batch_size=5, epochs=1, verbose=0)
+    assert not [v.path for v in mean.optimizer.variables if "pooled_dense" in v.path]
     cls = tiny_model(pooling="cls", freeze="none")
     assert "unused_layers" not in cls.tfft_info
     assert cls.get_layer("backbone").get_layer("pooled_dense").trainable
+    tfft.compile_model(cls, optimizer="adamw", learning_rate=1e-3)
+    cls.fit(TEXTS, LABELS, batch_size=5, epochs=1, verbose=0)
+    assert [v.path for v in cls.optimizer.variables if "pooled_dense" in v.path]  # the check can see slots
 
 
 def test_mean_pooling_masks_padding():
