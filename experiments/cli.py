@@ -29,7 +29,7 @@ def main(argv=None):
     """Dispatches `tfft <command> ...` to `experiments.<command>`'s absl `main`."""
     from absl import app
 
-    from experiments import common
+    from experiments import entry
 
     argv = list(sys.argv if argv is None else argv)
     if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
@@ -43,7 +43,7 @@ def main(argv=None):
 
     sys.argv = [f"tfft {command}"] + argv[2:]
     module.define_flags(module_name=sys.argv[0])
-    app.run(module.main, argv=sys.argv, flags_parser=common.parse_flags)
+    app.run(module.main, argv=sys.argv, flags_parser=entry.parse_flags)
     return 0
 
 

@@ -15,16 +15,19 @@ import time
 
 from absl import flags
 
-from experiments import common, train
+from experiments import config as config_lib
+from experiments import entry
+from experiments import train
 
-DEFAULT_CONFIG = os.path.join(common.CONFIG_DIR, "digits_efficientnet_lite0.py")
+DEFAULT_CONFIG = os.path.join(config_lib.CONFIG_DIR, "digits_efficientnet_lite0.py")
+
 
 def define_flags(module_name=__name__):
     """`--config` (default: the digits demo), `--workdir`, `--debug`."""
-    common.define_config_flag(module_name=module_name, required=False, default=DEFAULT_CONFIG)
-    common.define_string_flag("workdir", "runs/demo", "Folder the demo writes to. A rerun resumes it; "
+    entry.define_config_flag(module_name=module_name, required=False, default=DEFAULT_CONFIG)
+    entry.define_string_flag("workdir", "runs/demo", "Folder the demo writes to. A rerun resumes it; "
                               "--config.overwrite=True starts over.", module_name=module_name)
-    common.define_debug_flag(module_name)
+    entry.define_debug_flag(module_name)
 
 
 def run(config, workdir):
@@ -53,12 +56,12 @@ def run(config, workdir):
 
 
 def main(argv):
-    common.start(argv, "--workdir=DIR", run, flags.FLAGS.config, flags.FLAGS.workdir)
+    entry.start(argv, "--workdir=DIR", run, flags.FLAGS.config, flags.FLAGS.workdir)
 
 
 def launch(argv=None):
     """Defines the flags and runs `main` (the program's entry: `python -m experiments.demo`, `tfft demo`)."""
-    common.launch(define_flags, main, argv)
+    entry.launch(define_flags, main, argv)
 
 
 if __name__ == "__main__":

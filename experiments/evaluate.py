@@ -14,27 +14,30 @@ import os
 
 from absl import flags
 
-from experiments import common
+from experiments import config as config_lib
+from experiments import entry, inputs, modeling
+from experiments import workdir as workdir_lib
 
 SPLITS = ("test", "validation", "train")
 
+
 def define_flags(module_name=__name__):
     """`--workdir`, `--split`, `--data`, `--debug` (defined only when this module is the program)."""
-    common.define_string_flag("workdir", None, "The workdir of a finished (or checkpointed) experiments.train run.",
+    entry.define_string_flag("workdir", None, "The workdir of a finished (or checkpointed) experiments.train run.",
                               module_name=module_name, required=True)
     flags.DEFINE_flag(flags.EnumFlag("split", "test", "Which split of the run's data to score.", SPLITS),
-                      module_name=common.module_key(module_name))
-    common.define_string_flag("data", None, "Score on this data instead: an image / text folder with one "
+                      module_name=entry.module_key(module_name))
+    entry.define_string_flag("data", None, "Score on this data instead: an image / text folder with one "
                               "subfolder per class, a CSV / TSV file, or an .npz file with x and y.",
                               module_name=module_name)
-    common.define_debug_flag(module_name)
+    entry.define_debug_flag(module_name)
 
 
 def _data_config(config, data):
     """The run's config pointed at `data`: all of it is scored, unaugmented."""
     config = config.copy_and_resolve_references()
     if not os.path.exists(data):
-        raise common.UsageError(f"--data={data!r} does not exist.")
+        raise config_lib.UsageError(f"--data={data!r} does not exist.")
     if data.endswith(".npz"):
         source = "arrays"
     elif os.path.isfile(data):
@@ -77,11 +80,11 @@ def run(workdir, *, split="test", data=None):
     from tfft import io, reporting
 
     if split not in SPLITS:
-        raise common.UsageError(f"split={split!r}; use one of {SPLITS}.")
-    config = common.read_workdir_config(workdir)
+        raise config_lib.UsageError(f"split={split!r}; use one of {SPLITS}.")
+    config = workdir_lib.read_workdir_config(workdir)
     model_path = os.path.join(workdir, "model.keras")
     if not os.path.exists(model_path):
-        raise common.UsageError(f"{workdir} holds no model.keras yet: the run has not finished an epoch. Run "
+        raise config_lib.UsageError(f"{workdir} holds no model.keras yet: the run has not finished an epoch. Run "
                                 "experiments.train with this workdir first (a rerun resumes it).")
     model = keras.models.load_model(model_path, compile=False)
     info = dict(getattr(model, "tfft_info", {}) or {})
@@ -92,14 +95,14 @@ def run(workdir, *, split="test", data=None):
     if data:
         config = _data_config(config, data)
         name = os.path.splitext(os.path.basename(os.path.normpath(data)))[0] or "data"
-    with common.data_context(config) as scratch:
-        bundle = common.load_data(config, scratch, class_names=class_names,
+    with inputs.data_context(config) as scratch:
+        bundle = inputs.load_data(config, scratch, class_names=class_names,
                                   image_size=_model_image_size(model))
         dataset = bundle.train if data else bundle.split(split)
         if dataset is None:
-            raise common.UsageError(f"The run {workdir} has no {split} split (its data.{split}_split is 0 and "
+            raise config_lib.UsageError(f"The run {workdir} has no {split} split (its data.{split}_split is 0 and "
                                     f"data.{split}_path is empty); try --split=validation or --data=PATH.")
-        metrics, report = common.score(model, dataset, class_names=class_names or bundle.class_names,
+        metrics, report = modeling.score(model, dataset, class_names=class_names or bundle.class_names,
                                        task=info.get("task", config.task))
     out = os.path.join(workdir, "evaluation", name)
     results = {"workdir": os.path.abspath(workdir), "split": None if data else split, "data": data, **metrics}
@@ -110,7 +113,7 @@ def run(workdir, *, split="test", data=None):
                                                  split=name)
         print(reporting.format_per_class(report["per_class"]), flush=True)
     io.write_json(os.path.join(out, "metrics.json"), results)
-    print(f"[tfft] {name}: {common.summarize_metrics(metrics)}", flush=True)
+    print(f"[tfft] {name}: {modeling.summarize_metrics(metrics)}", flush=True)
     print(f"[tfft] results: {os.path.abspath(out)}", flush=True)
     return results
 
@@ -123,12 +126,12 @@ def _model_image_size(model):
 
 
 def main(argv):
-    common.start(argv, "--workdir=DIR --split=test", run, flags.FLAGS.workdir, split=flags.FLAGS.split, data=flags.FLAGS.data)
+    entry.start(argv, "--workdir=DIR --split=test", run, flags.FLAGS.workdir, split=flags.FLAGS.split, data=flags.FLAGS.data)
 
 
 def launch(argv=None):
     """Defines the flags and runs `main` (the program's entry: `python -m experiments.evaluate`, `tfft evaluate`)."""
-    common.launch(define_flags, main, argv)
+    entry.launch(define_flags, main, argv)
 
 
 if __name__ == "__main__":

@@ -24,20 +24,23 @@ import tempfile
 import numpy as np
 from absl import flags
 
-from experiments import common
+from experiments import config as config_lib
+from experiments import entry, inputs
+from experiments import workdir as workdir_lib
 
 FORMATS = ("saved_model", "tflite", "keras")
 # Largest accepted |export - keras| over the checked outputs (probabilities in [0, 1]).
 TOLERANCE = {"saved_model": 1e-4, "keras": 1e-5, "tflite": 2e-3}
 
+
 def define_flags(module_name=__name__):
     """`--workdir`, `--format`, `--examples`, `--debug` (defined only when this module is the program)."""
-    key = common.module_key(module_name)
-    common.define_string_flag("workdir", None, "The workdir of a finished experiments.train run.",
+    key = entry.module_key(module_name)
+    entry.define_string_flag("workdir", None, "The workdir of a finished experiments.train run.",
                               module_name=module_name, required=True)
     flags.DEFINE_flag(flags.EnumFlag("format", "saved_model", "What to export.", FORMATS + ("all",)), module_name=key)
     flags.DEFINE_integer("examples", 8, "How many real examples to check each export on.", module_name=key)
-    common.define_debug_flag(module_name)
+    entry.define_debug_flag(module_name)
 
 
 class ExportMismatchError(RuntimeError):
@@ -121,7 +124,7 @@ def save_tflite(model, path):
 
     info = dict(getattr(model, "tfft_info", {}) or {})
     if info.get("modality") == "text":
-        raise common.UsageError("--format=tflite is for image models: TFLite has no kernels for the text model's "
+        raise config_lib.UsageError("--format=tflite is for image models: TFLite has no kernels for the text model's "
                                 "in-graph WordPiece tokenizer. Export text models with --format=saved_model.")
     height, width = _image_size(model)
     with tempfile.TemporaryDirectory() as tmp:
@@ -165,8 +168,8 @@ def real_examples(config, model, n):
     config.data.augment = ""
     info = dict(getattr(model, "tfft_info", {}) or {})
     size = None if info.get("modality") == "text" else _image_size(model)
-    with common.data_context(config) as scratch:
-        bundle = common.load_data(config, scratch, class_names=info.get("class_names"), image_size=size)
+    with inputs.data_context(config) as scratch:
+        bundle = inputs.load_data(config, scratch, class_names=info.get("class_names"), image_size=size)
         split = next(s for s in ("test", "validation", "train") if bundle.split(s) is not None)
         dataset = bundle.split(split)
         xs = []
@@ -268,11 +271,11 @@ def run(workdir, fmt="saved_model", *, examples=8):
     formats = FORMATS if fmt == "all" else (fmt,)
     for f in formats:
         if f not in FORMATS:
-            raise common.UsageError(f"format={f!r}; use one of {FORMATS} or 'all'.")
-    config = common.read_workdir_config(workdir)
+            raise config_lib.UsageError(f"format={f!r}; use one of {FORMATS} or 'all'.")
+    config = workdir_lib.read_workdir_config(workdir)
     path = os.path.join(workdir, "model.keras")
     if not os.path.exists(path):
-        raise common.UsageError(f"{workdir} holds no model.keras; run experiments.train with this workdir first.")
+        raise config_lib.UsageError(f"{workdir} holds no model.keras; run experiments.train with this workdir first.")
     model = keras.models.load_model(path, compile=False)
     if fmt == "all" and (model.tfft_info or {}).get("modality") == "text":
         formats = ("saved_model", "keras")
@@ -294,7 +297,7 @@ def run(workdir, fmt="saved_model", *, examples=8):
 
 def main(argv):
     try:
-        common.start(argv, "--workdir=DIR --format=saved_model", run, flags.FLAGS.workdir, flags.FLAGS.format,
+        entry.start(argv, "--workdir=DIR --format=saved_model", run, flags.FLAGS.workdir, flags.FLAGS.format,
                      examples=flags.FLAGS.examples)
     except ExportMismatchError as e:
         print(f"error: {e}", flush=True)
@@ -303,7 +306,7 @@ def main(argv):
 
 def launch(argv=None):
     """Defines the flags and runs `main` (the program's entry: `python -m experiments.export`, `tfft export`)."""
-    common.launch(define_flags, main, argv)
+    entry.launch(define_flags, main, argv)
 
 
 if __name__ == "__main__":

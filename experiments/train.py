@@ -16,14 +16,17 @@ import tempfile
 
 from absl import flags
 
-from experiments import common
+from experiments import config as config_lib
+from experiments import entry, inputs, modeling
+from experiments import workdir as workdir_lib
+
 
 def define_flags(module_name=__name__):
     """`--config`, `--workdir`, `--debug` (defined only when this module is the program)."""
-    common.define_config_flag(module_name=module_name)
-    common.define_string_flag("workdir", None, "Folder the run writes to (created if missing). Rerunning with the "
+    entry.define_config_flag(module_name=module_name)
+    entry.define_string_flag("workdir", None, "Folder the run writes to (created if missing). Rerunning with the "
                               "same workdir resumes the run.", module_name=module_name, required=True)
-    common.define_debug_flag(module_name)
+    entry.define_debug_flag(module_name)
 
 
 def _say(message):
@@ -34,7 +37,7 @@ def run(config, workdir, *, callbacks=None):
     """Trains (or resumes) the experiment `config` in `workdir`; returns what `metrics.json` holds.
 
     Args:
-        config: a config from `experiments/configs/` (see `experiments.common.base_config`).
+        config: a config from `experiments/configs/` (see `experiments.config_lib.base_config`).
         workdir: the run's folder. A second call with the same config resumes the run
             (finished phases are restored, an interrupted one continues from its last epoch).
         callbacks: extra Keras callbacks for every phase.
@@ -51,13 +54,13 @@ def run(config, workdir, *, callbacks=None):
     print(metrics["test"]["accuracy"])
     ```
     """
-    common.check_backbone(config)
-    common.check_data(config)
-    chief = common.is_chief()
-    resumed = common.prepare_workdir(config, workdir, write=chief)
+    modeling.check_backbone(config)
+    inputs.check_data(config)
+    chief = entry.is_chief()
+    resumed = workdir_lib.prepare_workdir(config, workdir, write=chief)
     _say(f"{'resuming' if resumed else 'starting'} {config.backbone} in {os.path.abspath(workdir)}")
-    with common.runtime(config) as strategy, common.data_context(config) as scratch:
-        bundle = common.load_data(config, scratch)
+    with entry.runtime(config) as strategy, inputs.data_context(config) as scratch:
+        bundle = inputs.load_data(config, scratch)
         print(bundle.summary(), flush=True)
         if int(config.cv_folds) > 1:
             metrics = _cross_validate(config, workdir, bundle, strategy, callbacks, chief)
@@ -78,10 +81,10 @@ def _train(config, workdir, bundle, strategy, callbacks, chief, *, train=None, v
     train = train if train is not None else bundle.train
     validation = validation if validation is not None else bundle.validation
     train_dir = workdir if chief else tempfile.mkdtemp(prefix="tfft-worker-")
-    model = common.build_model(config, bundle, strategy=strategy)
+    model = modeling.build_model(config, bundle, strategy=strategy)
     class_weight = tfft.data.class_weights(bundle) if config.class_weights else None
     result = tfft.fine_tune(model, train, validation, workdir=train_dir, callbacks=callbacks,
-                            class_weight=class_weight, **common.fine_tune_kwargs(config))
+                            class_weight=class_weight, **modeling.fine_tune_kwargs(config))
     if not chief:
         return {"validation": result.metrics}
     best = _best_model(model, workdir)
@@ -92,12 +95,12 @@ def _train(config, workdir, bundle, strategy, callbacks, chief, *, train=None, v
     reports = {}
     for name, dataset in splits.items():
         if dataset is not None:
-            metrics[name], reports[name] = common.score(best, dataset, class_names=bundle.class_names,
+            metrics[name], reports[name] = modeling.score(best, dataset, class_names=bundle.class_names,
                                                         task=config.task)
             if reports[name]:
                 metrics[name]["per_class"] = reports[name]["per_class"]
                 metrics[name]["confusion_matrix"] = reports[name].get("confusion_matrix")
-            _say(f"{name}: {common.summarize_metrics(metrics[name])}")
+            _say(f"{name}: {modeling.summarize_metrics(metrics[name])}")
     metrics["artefacts"] = _write_reports(workdir, config, bundle, reports)
     return metrics
 
@@ -167,7 +170,7 @@ def _cross_validate(config, workdir, bundle, strategy, callbacks, chief):
     try:
         folds = list(tfft.data.kfold(bundle, k=k))
     except ValueError as e:
-        raise common.UsageError(f"cv_folds={k}: {e}") from None
+        raise config_lib.UsageError(f"cv_folds={k}: {e}") from None
     results = []
     for i, (train, validation) in enumerate(folds):
         _say(f"fold {i + 1}/{k}")
@@ -201,12 +204,12 @@ def _print_outputs(workdir, metrics):
 
 
 def main(argv):
-    common.start(argv, "--workdir=DIR --config.<key>=<value>", run, flags.FLAGS.config, flags.FLAGS.workdir)
+    entry.start(argv, "--workdir=DIR --config.<key>=<value>", run, flags.FLAGS.config, flags.FLAGS.workdir)
 
 
 def launch(argv=None):
     """Defines the flags and runs `main` (the program's entry: `python -m experiments.train`, `tfft train`)."""
-    common.launch(define_flags, main, argv)
+    entry.launch(define_flags, main, argv)
 
 
 if __name__ == "__main__":

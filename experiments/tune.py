@@ -20,14 +20,17 @@ import os
 
 from absl import flags
 
-from experiments import common
+from experiments import config as config_lib
+from experiments import entry, inputs, modeling
+from experiments import workdir as workdir_lib
+
 
 def define_flags(module_name=__name__):
     """`--config`, `--workdir`, `--debug` (defined only when this module is the program)."""
-    common.define_config_flag(module_name=module_name)
-    common.define_string_flag("workdir", None, "Folder the search writes to. Rerunning with the same workdir "
+    entry.define_config_flag(module_name=module_name)
+    entry.define_string_flag("workdir", None, "Folder the search writes to. Rerunning with the same workdir "
                               "resumes the search.", module_name=module_name, required=True)
-    common.define_debug_flag(module_name)
+    entry.define_debug_flag(module_name)
 
 
 def search_space(config):
@@ -35,16 +38,16 @@ def search_space(config):
     try:
         values = json.loads(config.tune.search_space or "{}")
     except json.JSONDecodeError as e:
-        raise common.UsageError(f"config.tune.search_space is not valid JSON ({e}): "
+        raise config_lib.UsageError(f"config.tune.search_space is not valid JSON ({e}): "
                                 f"{config.tune.search_space!r}.") from None
     if not isinstance(values, dict):
-        raise common.UsageError("config.tune.search_space must be a JSON object, e.g. "
+        raise config_lib.UsageError("config.tune.search_space must be a JSON object, e.g. "
                                 '\'{"learning_rate": {"low": 1e-4, "high": 1e-2}, "optimizer": ["adam"]}\'.')
     space = {}
     for key, value in values.items():
         if isinstance(value, dict):
             if set(value) != {"low", "high"}:
-                raise common.UsageError(f"search_space[{key!r}] = {value}: a range is {{\"low\": a, \"high\": b}}.")
+                raise config_lib.UsageError(f"search_space[{key!r}] = {value}: a range is {{\"low\": a, \"high\": b}}.")
             value = (value["low"], value["high"])
         space[key] = value
     space.setdefault("head_epochs", int(config.head_epochs))
@@ -62,8 +65,8 @@ def build_hypermodel(config, bundle):
     if text:
         build_kwargs.update(sequence_length=int(config.sequence_length),
                             sentence_pairs=bundle.modality == "text_pair")
-        if backbone == common.TINY_BERT:
-            backbone, preprocessor = common.tiny_bert(common.bundle_texts(bundle), int(config.sequence_length),
+        if backbone == config_lib.TINY_BERT:
+            backbone, preprocessor = modeling.tiny_bert(modeling.bundle_texts(bundle), int(config.sequence_length),
                                                       seed=int(config.seed))
             build_kwargs["preprocessor"] = preprocessor
     num_classes = int(config.num_classes) or bundle.num_classes
@@ -71,12 +74,12 @@ def build_hypermodel(config, bundle):
     try:
         return tfft.TransferHyperModel(
             backbone, num_classes=num_classes if config.task != "binary" else None, task=config.task,
-            weights=common._weights(config.weights) if backbone != common.TINY_BERT else None, input_shape=size,
+            weights=modeling.weights_arg(config.weights) if backbone != config_lib.TINY_BERT else None, input_shape=size,
             search_space=search_space(config), seed=int(config.seed), build_kwargs=build_kwargs,
-            cache_features=common.parse_bool_or_auto(config.cache_features, "cache_features"),
+            cache_features=config_lib.parse_bool_or_auto(config.cache_features, "cache_features"),
             train_batchnorm=bool(config.train_batchnorm))
     except ValueError as e:
-        raise common.UsageError(f"Cannot set up the search: {e}") from None
+        raise config_lib.UsageError(f"Cannot set up the search: {e}") from None
 
 
 def run(config, workdir):
@@ -98,14 +101,14 @@ def run(config, workdir):
     import tfft
     from tfft import io
 
-    common.check_backbone(config)
-    common.check_data(config)
-    resumed = common.prepare_workdir(config, workdir, write=common.is_chief())
+    modeling.check_backbone(config)
+    inputs.check_data(config)
+    resumed = workdir_lib.prepare_workdir(config, workdir, write=entry.is_chief())
     print(f"[tfft] {'resuming' if resumed else 'starting'} a {config.tune.algorithm} search "
           f"({config.tune.max_trials} trials, objective {config.tune.objective}) in {os.path.abspath(workdir)}",
           flush=True)
-    with common.runtime(config) as strategy, common.data_context(config) as scratch:
-        bundle = common.load_data(config, scratch)
+    with entry.runtime(config) as strategy, inputs.data_context(config) as scratch:
+        bundle = inputs.load_data(config, scratch)
         print(bundle.summary(), flush=True)
         hypermodel = build_hypermodel(config, bundle)
         try:
@@ -115,7 +118,7 @@ def run(config, workdir):
                 directory=os.path.abspath(workdir), project_name="tuner", strategy=strategy, overwrite=False,
                 seed=int(config.seed))
         except ValueError as e:
-            raise common.UsageError(f"Cannot set up the tuner: {e}") from None
+            raise config_lib.UsageError(f"Cannot set up the tuner: {e}") from None
         verbose = int(config.verbose) if str(config.verbose).isdigit() else 1
         tuner.search(bundle.train, validation_data=bundle.validation, verbose=verbose)
         paths = tfft.tuning.export_results(tuner, workdir)
@@ -135,12 +138,12 @@ def run(config, workdir):
 
 
 def main(argv):
-    common.start(argv, "--workdir=DIR --config.<key>=<value>", run, flags.FLAGS.config, flags.FLAGS.workdir)
+    entry.start(argv, "--workdir=DIR --config.<key>=<value>", run, flags.FLAGS.config, flags.FLAGS.workdir)
 
 
 def launch(argv=None):
     """Defines the flags and runs `main` (the program's entry: `python -m experiments.tune`, `tfft tune`)."""
-    common.launch(define_flags, main, argv)
+    entry.launch(define_flags, main, argv)
 
 
 if __name__ == "__main__":

@@ -387,11 +387,11 @@ def test_unknown_optimizer():
 
 
 @pytest.fixture
-def common():
-    return pytest.importorskip("experiments.common", reason="experiments/ is not in this checkout")
+def config_lib():
+    return pytest.importorskip("experiments.config", reason="experiments/ is not in this checkout")
 
 
-def test_config_override_of_the_wrong_type(tmp_path, common):
+def test_config_override_of_the_wrong_type(tmp_path, config_lib):
     config = REPO / "experiments" / "configs" / "flowers_vgg16.py"
     proc = subprocess.run(
         [sys.executable, "-m", "experiments.train", f"--config={config}", f"--workdir={tmp_path / 'w'}",
@@ -401,25 +401,25 @@ def test_config_override_of_the_wrong_type(tmp_path, common):
     assert not (tmp_path / "w" / "model.keras").exists()
 
 
-def test_json_config_value_of_the_wrong_type(tmp_path, common):
+def test_json_config_value_of_the_wrong_type(tmp_path, config_lib):
     path = tmp_path / "best_config.json"
     path.write_text(json.dumps({"batch_size": "large", "dropout": 0.1}))
-    with pytest.raises(common.UsageError, match=r"batch_size.*large"):
-        common.config_from_json(str(path))
+    with pytest.raises(config_lib.UsageError, match=r"batch_size.*large"):
+        config_lib.config_from_json(str(path))
 
 
-def test_truncated_best_config(tmp_path, common):
+def test_truncated_best_config(tmp_path, config_lib):
     path = tmp_path / "best_config.json"
     path.write_text('{"learning_rate": 0.001, "batch_si')
-    with pytest.raises(common.UsageError, match=r"not valid JSON"):
-        common.config_from_json(str(path))
+    with pytest.raises(config_lib.UsageError, match=r"not valid JSON"):
+        config_lib.config_from_json(str(path))
 
 
-def test_json_configs_are_data_not_code(tmp_path, common):
+def test_json_configs_are_data_not_code(tmp_path, config_lib):
     marker = tmp_path / "pwned"
     path = tmp_path / "best_config.json"
     path.write_text(json.dumps({"backbone": f"__import__('pathlib').Path({str(marker)!r}).touch() or 'vgg16'"}))
-    config = common.config_from_json(str(path))
+    config = config_lib.config_from_json(str(path))
     assert config.backbone.startswith("__import__") and not marker.exists()
 
 

@@ -477,7 +477,7 @@ def test_tfds_mock_images():
 
 
 def test_tfds_offline_fails_fast(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "network_available", lambda *a, **k: False)
+    monkeypatch.setattr(data.tfds, "network_available", lambda *a, **k: False)
     with pytest.raises(data.DatasetNotPreparedError, match="data_dir") as error:
         data.from_tfds("tf_flowers", data_dir=tmp_path)
     assert "tfds build tf_flowers" in str(error.value)
@@ -518,7 +518,7 @@ class TinyLabeledText(tfds.core.GeneratorBasedBuilder):
 
 
 def test_tfds_prepared_data_dir_and_slicing(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "network_available", lambda *a, **k: False)
+    monkeypatch.setattr(data.tfds, "network_available", lambda *a, **k: False)
     TinyLabeledText(data_dir=str(tmp_path)).download_and_prepare()
     bundle = data.from_tfds(
         "tiny_labeled_text", data_dir=tmp_path, validation_split=0.2, batch_size=16

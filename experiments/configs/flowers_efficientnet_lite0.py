@@ -19,17 +19,17 @@ For a final model, `--config.data.validation_split=0` trains on all non-test pho
 96.8% mean test accuracy over the same three splits.
 """
 
-from experiments import common
+from experiments.config import apply_smoke, base_config, parse_variant, shared_data_path
 
 
 def get_config(arg=None):
-    variant = common.parse_variant(arg)
-    config = common.base_config()
+    variant = parse_variant(arg)
+    config = base_config()
     config.backbone = "efficientnet_lite0"
     config.weights = "pretrained"
     config.image_size = 224
     config.data.source = "folder"
-    config.data.path = common.shared_data_path("flowers")
+    config.data.path = shared_data_path("flowers")
     config.data.augment = "flip,zoom,rotation,translation,contrast"
     config.data.resize = "crop"
     config.data.validation_split = 0.1
@@ -41,6 +41,6 @@ def get_config(arg=None):
     config.schedule = "cosine"
     config.label_smoothing = 0.1
     if variant == "smoke":
-        common.apply_smoke(config, image_size=48, limit=8)
+        apply_smoke(config, image_size=48, limit=8)
         config.data.augment = ""
     return config

@@ -11,16 +11,16 @@ flowers copy, `../shared/data/flowers`). ImageNet weights download on first use 
 from the Keras cache); offline, use `--config.weights=none` or a local weights file.
 """
 
-from experiments import common
+from experiments.config import apply_smoke, base_config, parse_variant, shared_data_path
 
 
 def get_config(arg=None):
-    variant = common.parse_variant(arg)
-    config = common.base_config()
+    variant = parse_variant(arg)
+    config = base_config()
     config.backbone = "resnet50"
     config.image_size = 224
     config.data.source = "folder"
-    config.data.path = common.shared_data_path("flowers")
+    config.data.path = shared_data_path("flowers")
     config.data.augment = "flip,rotation,zoom"
     config.data.validation_split = 0.15
     config.data.test_split = 0.15
@@ -31,6 +31,6 @@ def get_config(arg=None):
     config.finetune_learning_rate = 1e-4
     config.schedule = "cosine"
     if variant == "smoke":
-        common.apply_smoke(config, image_size=32, limit=8, weights="none")
+        apply_smoke(config, image_size=32, limit=8, weights="none")
         config.data.augment = ""
     return config

@@ -11,16 +11,16 @@ for its fine-tune phase. ImageNet weights download on first use; offline, use
 `--config.weights=none` or a local weights file.
 """
 
-from experiments import common
+from experiments.config import apply_smoke, base_config, parse_variant, shared_data_path
 
 
 def get_config(arg=None):
-    variant = common.parse_variant(arg)
-    config = common.base_config()
+    variant = parse_variant(arg)
+    config = base_config()
     config.backbone = "vgg16"
     config.image_size = 224
     config.data.source = "folder"
-    config.data.path = common.shared_data_path("flowers")
+    config.data.path = shared_data_path("flowers")
     config.data.augment = "flip,rotation,zoom"
     config.data.validation_split = 0.15
     config.data.test_split = 0.15
@@ -33,7 +33,7 @@ def get_config(arg=None):
     config.finetune_learning_rate = 1e-3
     config.schedule = "cosine"
     if variant == "smoke":
-        common.apply_smoke(config, image_size=32, limit=8, weights="none")
+        apply_smoke(config, image_size=32, limit=8, weights="none")
         config.data.augment = ""
         config.head_units = (16,)
     return config

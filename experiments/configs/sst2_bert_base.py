@@ -12,19 +12,19 @@ machine with internet and pass the directory as `--config.backbone=/path/to/pres
 AdamW at 2e-5 with 10% linear warmup then linear decay, 128 tokens, batch 32.
 """
 
-from experiments import common
+from experiments.config import TINY_BERT, apply_smoke, base_config, parse_variant, shared_data_path
 
 
 def get_config(arg=None):
-    variant = common.parse_variant(arg)
-    config = common.base_config()
+    variant = parse_variant(arg)
+    config = base_config()
     config.backbone = "bert_base_en_uncased"
     config.task = "binary"
     config.sequence_length = 128
     config.dropout = 0.1
     config.data.source = "text"
-    config.data.path = common.shared_data_path("sst2", "train.tsv")
-    config.data.validation_path = common.shared_data_path("sst2", "dev.tsv")
+    config.data.path = shared_data_path("sst2", "train.tsv")
+    config.data.validation_path = shared_data_path("sst2", "dev.tsv")
     config.data.text_column = "sentence"
     config.data.label_column = "label"
     config.data.test_split = 0.1
@@ -37,8 +37,8 @@ def get_config(arg=None):
     config.schedule = "linear"
     config.warmup_fraction = 0.1
     if variant == "smoke":
-        common.apply_smoke(config, limit=24)
-        config.backbone = common.TINY_BERT
+        apply_smoke(config, limit=24)
+        config.backbone = TINY_BERT
         config.weights = "none"
         config.head_learning_rate = 1e-2
         config.finetune_learning_rate = 1e-3

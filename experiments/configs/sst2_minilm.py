@@ -17,20 +17,20 @@ AdamW 1e-4 with weight decay 0.01 (not on biases and LayerNorm), 10% linear warm
 decay, batch 32, 4 epochs of full fine-tuning after one head epoch.
 """
 
-from experiments import common
+from experiments.config import apply_smoke, base_config, parse_variant, shared_data_path
 
 
 def get_config(arg=None):
-    variant = common.parse_variant(arg)
-    config = common.base_config()
+    variant = parse_variant(arg)
+    config = base_config()
     config.backbone = "all_minilm_l6_v2_en"
     config.task = "binary"
     config.sequence_length = 64
     config.pooling = "cls"
     config.dropout = 0.1
     config.data.source = "text"
-    config.data.path = common.shared_data_path("sst2", "train.tsv")
-    config.data.validation_path = common.shared_data_path("sst2", "dev.tsv")
+    config.data.path = shared_data_path("sst2", "train.tsv")
+    config.data.validation_path = shared_data_path("sst2", "dev.tsv")
     config.data.text_column = "sentence"
     config.data.label_column = "label"
     config.data.test_split = 0.1
@@ -44,6 +44,6 @@ def get_config(arg=None):
     config.schedule = "linear"
     config.warmup_fraction = 0.1
     if variant == "smoke":
-        common.apply_smoke(config, limit=16)
+        apply_smoke(config, limit=16)
         config.data.test_split = 0.2
     return config

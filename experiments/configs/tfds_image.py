@@ -13,12 +13,12 @@ prepared in `data.data_dir` and the TFDS storage cannot be reached, the run stop
 saying how to prepare it elsewhere.
 """
 
-from experiments import common
+from experiments.config import apply_smoke, base_config, parse_variant
 
 
 def get_config(arg=None):
-    variant = common.parse_variant(arg)
-    config = common.base_config()
+    variant = parse_variant(arg)
+    config = base_config()
     config.backbone = "efficientnet_lite0"
     config.image_size = 224
     config.data.source = "tfds"
@@ -31,7 +31,7 @@ def get_config(arg=None):
     config.finetune_epochs = 3
     config.unfreeze = "top:2"
     if variant == "smoke":
-        common.apply_smoke(config, image_size=32, limit=0, weights="none")
+        apply_smoke(config, image_size=32, limit=0, weights="none")
         config.data.mock_examples = 24
         config.data.augment = ""
         config.data.cache = "auto"
