@@ -13,6 +13,7 @@ import json
 import os
 
 from ml_collections import ConfigDict
+from ml_collections.config_dict import placeholder
 
 from tfft.errors import did_you_mean
 
@@ -63,46 +64,64 @@ def base_config():
     c.image_size = 0  # pixels (square); 0: the backbone's default
     c.sequence_length = 128  # text: tokens per example
     c.pooling = ""  # "" (avg for images, cls for text), max, mean
-    c.dropout = 0.2
+    c.dropout = placeholder(float)  # head dropout; None: 0.2 for images, 0.1 for text (tfft.build_model)
     c.head_units = ()  # widths of hidden Dense layers in the head
     c.l2 = 0.0
 
     c.data = ConfigDict()
     c.data.source = "folder"  # folder | text | tfds | arrays | digits
-    c.data.path = ""  # folder of class subfolders / CSV or TSV file / .npz with x, y
+    c.data.path = ""  # folder of class subfolders / table file (CSV, TSV, any delimiter) / .npz with x, y
     c.data.validation_path = ""  # optional pre-split validation data (same form as path)
     c.data.test_path = ""  # optional pre-split test data
     c.data.name = ""  # tfds: dataset name, e.g. tf_flowers
     c.data.split = "train"  # tfds: the split to train on
     c.data.data_dir = ""  # tfds: data directory (default ~/tensorflow_datasets)
     c.data.mock_examples = 0  # tfds: >0 uses tfds.testing.mock_data (offline smoke runs)
-    c.data.text_column = ""  # text: "" = the only non-label column; "a,b" for sentence pairs
-    c.data.label_column = "label"
+    # text: which columns, by name or by index (0, 1, ...; the only way in a file without a header):
+    # "" = the only non-label column; "title+description" joins columns into one text (with text_separator);
+    # "premise,hypothesis" reads sentence pairs. ("+" joins, "," pairs: never both.)
+    c.data.text_column = ""
+    c.data.text_separator = " "  # text: what joins the columns of text_column="a+b"
+    c.data.label_column = "label"  # text: a name, or an index ("0") for a file without a header
+    c.data.delimiter = ""  # text: "" = from the extension, else sniffed (tab, comma, semicolon, pipe); "tab" or ";"
+    c.data.header = "auto"  # text: auto (a header unless columns are indices and row 1 looks like data) | true | false
     c.data.validation_split = 0.1  # fraction of each class held out (when no validation_path)
     c.data.test_split = 0.1  # fraction of each class held out (when no test_path)
     c.data.seed = 42  # seed of the splits and of the shuffling
     c.data.limit = 0  # >0: at most this many examples per class (smoke runs)
-    c.data.augment = ""  # "", "default", or names: "flip,rotation,zoom,contrast,..."
+    c.data.augment = ""  # kept for older configs: read as the recipe's `augment` (below)
     c.data.resize = "stretch"  # stretch | crop | pad
     c.data.cache = "auto"  # auto | true | false | a directory
 
-    # How to train.
-    c.batch_size = 32
-    c.head_epochs = 5
-    c.finetune_epochs = 5
-    c.unfreeze = "backbone"  # freeze-spec forms: backbone, top:2, re:conv5_.*, an int, a fraction
-    c.head_learning_rate = 1e-3
-    c.finetune_learning_rate = 1e-4
-    c.head_optimizer = "adam"
-    c.optimizer = "adam"  # the fine-tune phase's optimizer: adam | adamw | sgd | rmsprop
-    c.schedule = "cosine"  # constant | cosine | linear | exponential | step
-    c.warmup_fraction = 0.0
-    c.weight_decay = 0.0
-    c.label_smoothing = 0.0
-    c.train_batchnorm = False
+    # How to train: the fine_tune recipe (tfft.recipe.Recipe, the same names as fine_tune's keywords and a
+    # tuning run's best_config.json). Unset (None): tfft's rule decides, by modality and data size, and the
+    # run prints what it chose (tfft.recipe.default_recipe).
+    c.batch_size = 32  # the loaders' (global) batch size
+    c.head_epochs = placeholder(int)  # 0 skips the head phase
+    c.finetune_epochs = placeholder(int)  # 0: head only
+    c.unfreeze = placeholder(str)  # freeze-spec forms: backbone, top:2, re:conv5_.*, an int, a fraction
+    c.head_learning_rate = placeholder(float)
+    c.finetune_learning_rate = placeholder(float)
+    c.head_optimizer = placeholder(str)  # adam | adamw | sgd | rmsprop
+    c.finetune_optimizer = placeholder(str)
+    c.head_schedule = placeholder(str)  # constant | cosine | linear | exponential | step
+    c.finetune_schedule = placeholder(str)
+    c.warmup_fraction = placeholder(float)  # linear warmup over this fraction of each phase's steps
+    c.weight_decay = placeholder(float)
+    c.label_smoothing = placeholder(float)
+    c.layerwise_decay = placeholder(float)  # 0: off
+    c.gradual = placeholder(int)  # unfreeze in this many stages from the top; 0: at once
+    c.train_batchnorm = placeholder(bool)
+    c.patience = placeholder(int)  # early stopping
+    c.monitor = placeholder(str)  # what early stopping and the checkpoint watch; None: val_loss
+    c.augment = placeholder(str)  # where the backbone trains: default | none | names "flip,zoom,randaugment,..."
+    c.mixup = placeholder(float)  # alpha; 0: off
+    c.cutmix = placeholder(float)
+    c.ema = placeholder(float)  # EMA momentum of the weights; 0: off
+    c.lora_rank = placeholder(int)  # LoRA adapters instead of the backbone; 0: off
     c.class_weights = False  # balanced class weights from the training labels
     c.cache_features = "auto"  # auto | true | false
-    c.patience = 5
+
     c.cv_folds = 0  # >1: stratified k-fold cross-validation instead of one run
 
     # Where and how it runs.
@@ -167,22 +186,32 @@ def _load_python_config(path, arg):
 
 
 def _assign(config, key, value, source):
-    """Sets `config[key] = value` with the field's type (tuples from lists, strings from ints)."""
+    """Sets `config[key] = value` with the field's type (tuples from lists, strings from numbers,
+    comma-joined strings from lists); None unsets a recipe key (tfft's rule decides)."""
+    key = LEGACY_KEYS.get(key, key)
     if key not in config:
         raise UsageError(f"{source} sets {key!r}, which is not a config key.{_close(key, config)}")
-    current = config[key]
+    current, kind = config[key], config.get_type(key)
     if isinstance(current, ConfigDict):
         if not isinstance(value, dict):
             raise UsageError(f"{source}: {key!r} must be a mapping, got {value!r}.")
         for k, v in value.items():
             _assign(current, k, v, source)
         return
-    if isinstance(current, tuple) and isinstance(value, (list, tuple)):
+    if value is None and current is not None:
+        return  # a key the source leaves open keeps this config's value
+    if kind is tuple and isinstance(value, (list, tuple)):
         value = tuple(value)
-    elif isinstance(current, str) and not isinstance(value, str):
-        value = "" if value is None else str(value)
-    elif isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+    elif kind is tuple and isinstance(value, int) and key == "head_units":
+        value = (value,) if value else ()
+    elif kind is str and isinstance(value, (list, tuple)):
+        value = ",".join(str(v) for v in value)
+    elif kind is str and value is not None and not isinstance(value, str):
+        value = "none" if value is False else str(value)
+    elif kind is float and isinstance(value, (int, bool)):
         value = float(value)
+    elif kind is int and isinstance(value, bool):
+        value = int(value)
     try:
         config[key] = value
     except TypeError as e:
@@ -193,14 +222,10 @@ def _close(key, config):
     return did_you_mean(key, list(config.keys()))
 
 
-# Flat keys of a tuning run's best_config.json that map onto config keys.
-_TUNED_KEYS = {  # learning_rate is the head phase's peak rate in tfft.tuning
-    "backbone": "backbone", "num_classes": "num_classes", "task": "task", "learning_rate": "head_learning_rate",
-    "finetune_learning_rate": "finetune_learning_rate", "optimizer": "optimizer", "weight_decay": "weight_decay",
-    "dropout": "dropout", "head_units": "head_units", "unfreeze": "unfreeze", "warmup_fraction": "warmup_fraction",
-    "label_smoothing": "label_smoothing", "batch_size": "batch_size", "head_epochs": "head_epochs",
-    "finetune_epochs": "finetune_epochs", "schedule": "schedule",
-}
+# Keys of configs written by tfft before the recipe vocabulary (2026-12), read under their new names.
+LEGACY_KEYS = {"optimizer": "finetune_optimizer", "schedule": "finetune_schedule"}
+# What a tuning run's best_config.json holds besides config keys; training ignores them.
+TUNING_ONLY_KEYS = ("objective", "score", "tuning")
 
 
 def config_from_json(path):
@@ -229,16 +254,16 @@ def config_from_json(path):
     sibling = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
     if os.path.exists(sibling) and os.path.abspath(sibling) != os.path.abspath(path):
         config = config_from_json(sibling)
+    if "learning_rate" in values:  # best configs of tfft before the recipe vocabulary
+        values.setdefault("head_learning_rate", values.pop("learning_rate"))
+    if "optimizer" in values:
+        values.setdefault("head_optimizer", values["optimizer"])
     for key, value in values.items():
-        if value is None:  # e.g. batch_size null: the data's own; keep the run's value
-            continue
-        if key in _TUNED_KEYS:
-            if key == "head_units" and isinstance(value, int):
-                value = (value,) if value else ()
-            _assign(config, _TUNED_KEYS[key], value, path)
-            if key == "optimizer":  # tfft.tuning uses one optimizer for both phases
-                _assign(config, "head_optimizer", value, path)
-        elif key in config and not isinstance(config[key], ConfigDict):
+        if key in TUNING_ONLY_KEYS or value is None:
+            continue  # None: the tuning run left it to tfft's rule, and so does this run
+        if key == "backbone" and value == "custom":
+            continue  # a keras.Model was tuned: the run's own config.json names the backbone
+        if key in config or key in LEGACY_KEYS:
             _assign(config, key, value, path)
     config.overwrite = False
     return config

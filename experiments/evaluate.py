@@ -2,15 +2,19 @@ r"""Re-scores the model a run saved, on one of its splits or on new data.
 
     python -m experiments.evaluate --workdir=runs/flowers [--split=test|validation|train]
     python -m experiments.evaluate --workdir=runs/flowers --data=/path/to/new/flowers
+    python -m experiments.evaluate --workdir=runs/flowers --tta=flip[,flip_vertical,crop,five_crop,scale:1.15]
 
 The splits are rebuilt from the run's `config.json` (same seed, same examples). `--data` takes
 data of the run's kind: a folder of class subfolders (images, or .txt files for a text run),
 a CSV / TSV file with the run's text and label columns, or an `.npz` file with `x` and `y`;
-its labels must be among the run's classes. Results go to `workdir/evaluation/<name>/`
-(`metrics.json`, `confusion_matrix.png`, `per_class.csv`) and are printed.
+its labels must be among the run's classes. `--tta` scores the outputs averaged over the original
+images and the views it names (test-time augmentation, `tfft.tta`; image runs only). Results go to
+`workdir/evaluation/<name>/` (`<name>_tta_<views>` with `--tta`; `metrics.json`, `confusion_matrix.png`,
+`per_class.csv`) and are printed.
 """
 
 import os
+import re
 
 from absl import flags
 
@@ -30,7 +34,26 @@ def define_flags(module_name=__name__):
     entry.define_string_flag("data", None, "Score on this data instead: an image / text folder with one "
                               "subfolder per class, a CSV / TSV file, or an .npz file with x and y.",
                               module_name=module_name)
+    entry.define_string_flag("tta", "", "Test-time augmentation: a comma list of views averaged with the original "
+                              "images (flip, flip_vertical, crop[:F], five_crop[:F], scale:S); empty for none.",
+                              module_name=module_name)
     entry.define_debug_flag(module_name)
+
+
+def _tta_views(tta):
+    """`--tta` as `(views with the original first, folder suffix)`; `((), "")` for none.
+
+    An unknown view is a usage error."""
+    from tfft import tta as tta_lib
+
+    text = tta if isinstance(tta, str) or tta is None else ",".join(tta)
+    if not text or text.strip().lower() in ("", "none", "false", "0"):
+        return (), ""
+    try:
+        views = tta_lib.with_original(text)
+    except ValueError as e:
+        raise config_lib.UsageError(f"--tta={text!r}: {e}") from None
+    return views, "_tta_" + re.sub(r"[^a-z0-9.]+", "_", text.strip().lower())
 
 
 def _data_config(config, data):
@@ -57,13 +80,15 @@ def _data_config(config, data):
     return config
 
 
-def run(workdir, *, split="test", data=None):
+def run(workdir, *, split="test", data=None, tta=None):
     """Scores `workdir/model.keras` on `split` of the run's data, or on `data`.
 
     Args:
         workdir: the run's folder (holds `config.json` and `model.keras`).
         split: `"test"`, `"validation"` or `"train"`.
         data: a path to score instead of a split (see the module docstring).
+        tta: test-time augmentation views averaged with the original images (a comma list or a
+            sequence, see `tfft.tta`); None or empty for none.
 
     Returns:
         The metrics dict written to `workdir/evaluation/<split or data name>/metrics.json`.
@@ -81,6 +106,7 @@ def run(workdir, *, split="test", data=None):
 
     if split not in SPLITS:
         raise config_lib.UsageError(f"split={split!r}; use one of {SPLITS}.")
+    views, suffix = _tta_views(tta)
     config = workdir_lib.read_workdir_config(workdir)
     model_path = os.path.join(workdir, "model.keras")
     if not os.path.exists(model_path):
@@ -95,6 +121,7 @@ def run(workdir, *, split="test", data=None):
     if data:
         config = _data_config(config, data)
         name = os.path.splitext(os.path.basename(os.path.normpath(data)))[0] or "data"
+    name += suffix
     with inputs.data_context(config) as scratch:
         bundle = inputs.load_data(config, scratch, class_names=class_names,
                                   image_size=_model_image_size(model))
@@ -103,9 +130,10 @@ def run(workdir, *, split="test", data=None):
             raise config_lib.UsageError(f"The run {workdir} has no {split} split (its data.{split}_split is 0 and "
                                     f"data.{split}_path is empty); try --split=validation or --data=PATH.")
         metrics, report = modeling.score(model, dataset, class_names=class_names or bundle.class_names,
-                                       task=info.get("task", config.task))
+                                       task=info.get("task", config.task), tta=views or None)
     out = os.path.join(workdir, "evaluation", name)
-    results = {"workdir": os.path.abspath(workdir), "split": None if data else split, "data": data, **metrics}
+    results = {"workdir": os.path.abspath(workdir), "split": None if data else split, "data": data,
+               "tta": list(views) or None, **metrics}
     if report:
         results["per_class"] = report["per_class"]
         results["confusion_matrix"] = report.get("confusion_matrix")
@@ -126,7 +154,8 @@ def _model_image_size(model):
 
 
 def main(argv):
-    entry.start(argv, "--workdir=DIR --split=test", run, flags.FLAGS.workdir, split=flags.FLAGS.split, data=flags.FLAGS.data)
+    entry.start(argv, "--workdir=DIR --split=test", run, flags.FLAGS.workdir, split=flags.FLAGS.split,
+                data=flags.FLAGS.data, tta=flags.FLAGS.tta)
 
 
 def launch(argv=None):

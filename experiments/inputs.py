@@ -1,7 +1,6 @@
 """The run's data from `config.data`: a `tfft.data.DataBundle`, with `data.limit` subsampling."""
 
 import contextlib
-import csv
 import os
 import shutil
 import tempfile
@@ -13,6 +12,9 @@ import tfft
 from experiments.config import DATA_SOURCES, UsageError
 from tfft import data as data_lib
 from tfft.data import IMAGE_EXTENSIONS
+from tfft.data import text as text_lib
+
+_DELIMITER_NAMES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|", "space": " "}
 
 
 def _check_exists(path, what):
@@ -20,15 +22,6 @@ def _check_exists(path, what):
         raise UsageError(f"{what} {path!r} does not exist. Pass the right path with --config.data.path=... "
                          "(and data.validation_path / data.test_path for pre-split data).")
     return path
-
-
-def _augment(value):
-    text = str(value).strip()
-    if text.lower() in ("", "none", "false", "0"):
-        return False
-    if text.lower() in ("default", "true", "1"):
-        return True
-    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _cache(value):
@@ -54,30 +47,59 @@ def _limited_folder(root, limit, seed, scratch):
     return out
 
 
-def _limited_table(path, limit, label_column, seed, scratch):
-    """A copy of a CSV / TSV file with at most `limit` rows of each label."""
-    delimiter = "\t" if path.endswith(".tsv") else ","
-    with open(path, newline="") as f:
-        reader = csv.reader(f, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
-        header = next(reader)
-        rows = list(reader)
-    if label_column not in header:
-        raise UsageError(f"{path} has no column {label_column!r} (it has {header}); set --config.data.label_column.")
-    index = header.index(label_column)
-    rng = np.random.default_rng(seed)
-    by_label = {}
-    for i in rng.permutation(len(rows)):
-        row = rows[i]
-        if len(row) > index and len(by_label.setdefault(row[index], [])) < limit:
-            by_label[row[index]].append(i)
-    keep = sorted(i for ids in by_label.values() for i in ids)
-    out = os.path.join(tempfile.mkdtemp(prefix="limit-", dir=scratch), os.path.basename(path))
-    with open(out, "w", newline="") as f:
-        writer = csv.writer(f, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL,
-                            escapechar="\\" if delimiter == "\t" else None)
-        writer.writerow(header)
-        writer.writerows(rows[i] for i in keep)
-    return out
+def _limited_table(path, limit, seed, options):
+    """At most `limit` rows of each label of the table `path`, read as `from_text_files` reads it (the same
+    delimiter, header and columns), in memory: its errors and bad rows name `path` itself."""
+    table = text_lib.read_text_table(path, **options)
+    return table.sample_per_value(options["label_column"], limit, seed)
+
+
+def _column(value):
+    """A column of `config.data`: an index when all digits (`"0"`), else a name."""
+    text = str(value).strip()
+    return int(text) if text.isdigit() else text
+
+
+def _text_columns(value):
+    """`(text_column, text_pair)` from `config.data.text_column`: "", "a", "a+b" (joined) or "a,b" (a pair)."""
+    text = str(value).strip()
+    if "+" in text and "," in text:
+        raise UsageError(f"config.data.text_column={text!r} mixes '+' (columns joined into one text) and ',' "
+                         "(sentence pairs); use one.")
+    if not text:
+        return None, None
+    if "," not in text and "+" not in text:
+        return _column(text), None
+    parts = [_column(part) for part in text.split("," if "," in text else "+")]
+    if "," in text and (len(parts) != 2 or "" in parts):
+        raise UsageError(f"config.data.text_column={text!r}: sentence pairs take two columns, 'premise,hypothesis'.")
+    if "" in parts:
+        raise UsageError(f"config.data.text_column={text!r}: joined columns are named with '+', 'title+description'.")
+    return (None, tuple(parts)) if "," in text else (parts, None)
+
+
+def text_options(d):
+    """`from_text_files`'s column, delimiter and header arguments from `config.data` (see `base_config`).
+
+    Example:
+    >>> from experiments.config import base_config
+    >>> d = base_config().data
+    >>> d.text_column, d.label_column, d.header = "1+2", "0", "false"
+    >>> options = text_options(d)
+    >>> options["text_column"], options["text_separator"], options["label_column"], options["header"]
+    ([1, 2], ' ', 0, False)
+    """
+    column, pair = _text_columns(d.text_column)
+    header = str(d.header).strip().lower()
+    headers = {"auto": "auto", "true": True, "false": False, "none": False}
+    if header not in headers:
+        raise UsageError(f"config.data.header={d.header!r}; use auto, true or false.")
+    delimiter = _DELIMITER_NAMES.get(str(d.delimiter).lower(), str(d.delimiter))
+    if len(delimiter) > 1:
+        raise UsageError(f"config.data.delimiter={d.delimiter!r}; use one character, tab, or \"\" to sniff it.")
+    separator = d.text_separator if isinstance(column, list) else None
+    return dict(text_column=column, text_pair=pair, text_separator=separator, label_column=_column(d.label_column),
+                delimiter=delimiter or None, header=headers[header])
 
 
 def _limit_arrays(x, y, limit, seed):
@@ -161,23 +183,21 @@ def load_data(config, scratch=None, *, image_size=None, class_names=None):
             paths = {k: _limited_folder(v, int(d.limit), d.seed, scratch) for k, v in paths.items()}
         return data_lib.from_image_directory(
             paths if len(paths) > 1 else paths["train"], image_size=size, resize=d.resize,
-            augment=_augment(d.augment), cache=_cache(d.cache), class_names=names, **splits, **common)
+            cache=_cache(d.cache), class_names=names, **splits, **common)
     if d.source == "text":
-        paths = _split_paths(d)
+        paths, options = _split_paths(d), text_options(d)
         if d.limit:
-            paths = {k: _limited_table(v, int(d.limit), d.label_column, d.seed, scratch) if os.path.isfile(v) else v
+            paths = {k: _limited_table(v, int(d.limit), d.seed, options) if os.path.isfile(v) else v
                      for k, v in paths.items()}
-        columns = [c.strip() for c in d.text_column.split(",") if c.strip()] or None
         return data_lib.from_text_files(
-            paths if len(paths) > 1 else paths["train"], text_column=columns, label_column=d.label_column,
-            class_names=names, **splits, **common)
+            paths if len(paths) > 1 else paths["train"], class_names=names, **options, **splits, **common)
     if d.source == "tfds":
         if not d.name:
             raise UsageError("config.data.source='tfds' needs the dataset's name: --config.data.name=tf_flowers.")
         try:
             return data_lib.from_tfds(
                 d.name, split=d.split, data_dir=d.data_dir or None, image_size=size, resize=d.resize,
-                augment=_augment(d.augment), cache=_cache(d.cache), download=not d.mock_examples,
+                cache=_cache(d.cache), download=not d.mock_examples,
                 **splits, **common)
         except data_lib.DatasetNotPreparedError as e:
             raise UsageError(str(e)) from None
@@ -194,7 +214,7 @@ def load_data(config, scratch=None, *, image_size=None, class_names=None):
     image = getattr(x, "ndim", 0) == 4
     return data_lib.from_arrays(
         x, y, class_names=names, image_size=size if image else None, resize=d.resize,
-        augment=_augment(d.augment) if image else False, **splits, **common)
+        **splits, **common)
 
 
 def check_data(config):
@@ -204,6 +224,8 @@ def check_data(config):
         raise UsageError(f"config.data.source={d.source!r}; use one of {DATA_SOURCES}.")
     if d.source in ("folder", "text"):
         _split_paths(d)
+    if d.source == "text":
+        text_options(d)
     elif d.source == "arrays":
         _check_exists(d.path, "Array file")
     elif d.source == "tfds" and not d.name:

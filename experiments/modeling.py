@@ -12,6 +12,7 @@ import tfft
 from experiments.config import TINY_BERT, UsageError, parse_bool_or_auto
 from experiments.inputs import resolve_image_size
 from tfft import reporting
+from tfft.recipe import Recipe
 
 
 def weights_arg(value):
@@ -90,15 +91,16 @@ def build_model(config, bundle, *, strategy=None):
                          "Use --config.task=multiclass.")
     text = bundle.modality in ("text", "text_pair")
     kwargs = dict(num_classes=num_classes if config.task != "binary" else None, task=config.task,
-                  dropout=float(config.dropout), head_units=tuple(config.head_units), l2=float(config.l2),
+                  dropout=config.dropout, head_units=tuple(config.head_units), l2=float(config.l2),
                   pooling=config.pooling or None, class_names=bundle.class_names or None)
     keras.utils.set_random_seed(int(config.seed))
     with (strategy.scope() if strategy is not None else contextlib.nullcontext()):
         if text:
             kwargs.update(sequence_length=int(config.sequence_length), sentence_pairs=bundle.modality == "text_pair")
             if config.backbone == TINY_BERT:
+                # Seeded by the data's seed: the same tiny BERT in a search and in retraining its winner.
                 backbone, preprocessor = tiny_bert(bundle_texts(bundle), int(config.sequence_length),
-                                                   seed=int(config.seed))
+                                                   seed=int(config.data.seed))
                 keras.utils.set_random_seed(int(config.seed))
                 return tfft.build_model(backbone, preprocessor=preprocessor, weights=None, **kwargs)
             return tfft.build_model(config.backbone, weights=weights_arg(config.weights), **kwargs)
@@ -121,30 +123,68 @@ def check_backbone(config):
         raise UsageError(f"config.backbone: {e}") from None
 
 
+def recipe_from_config(config):
+    """The `tfft.recipe.Recipe` of a config: its recipe keys, None where tfft's rule decides.
+
+    Example:
+    >>> from experiments.config import base_config
+    >>> c = base_config(); c.finetune_epochs = 3; c.unfreeze = "top:2"; c.augment = "flip,zoom"
+    >>> r = recipe_from_config(c)
+    >>> r.finetune_epochs, r.unfreeze, r.augment, r.head_epochs
+    (3, 'top:2', ['flip', 'zoom'], None)
+    """
+    values = {key: config[key] for key in Recipe.keys() if key in config and key != "batch_size"}
+    if values.get("unfreeze") is not None:
+        values["unfreeze"] = spec_value(values["unfreeze"])
+    augment = values.get("augment")
+    if augment is None and config.data.augment:  # configs written before augment was a recipe key
+        augment = config.data.augment
+    if augment is not None:
+        values["augment"] = parse_augment(augment)
+    if values.get("gradual") is not None:
+        values["gradual"] = int(values["gradual"]) or False
+    try:
+        return Recipe.from_dict(values)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def parse_augment(value):
+    """`augment` from a config string: False for none, "default", or a list of names."""
+    text = str(value).strip()
+    if text.lower() in ("", "none", "false", "0"):
+        return False
+    if text.lower() in ("default", "true", "1"):
+        return "default"
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def fine_tune_kwargs(config):
-    """The `tfft.fine_tune` arguments of a config."""
+    """The `tfft.fine_tune` arguments of a config (its recipe and how the run is carried out)."""
     verbose = config.verbose
     verbose = int(verbose) if str(verbose).isdigit() else "auto"
     return dict(
-        head_epochs=int(config.head_epochs), finetune_epochs=int(config.finetune_epochs),
-        unfreeze=spec_value(config.unfreeze), head_learning_rate=float(config.head_learning_rate),
-        finetune_learning_rate=float(config.finetune_learning_rate), head_optimizer=config.head_optimizer,
-        finetune_optimizer=config.optimizer, finetune_schedule=config.schedule,
-        warmup_fraction=float(config.warmup_fraction), weight_decay=float(config.weight_decay),
-        label_smoothing=float(config.label_smoothing), train_batchnorm=bool(config.train_batchnorm),
+        recipe=recipe_from_config(config), seed=int(config.seed), verbose=verbose,
         cache_features=parse_bool_or_auto(config.cache_features, "cache_features"),
-        patience=int(config.patience), seed=int(config.seed),
-        jit_compile=parse_bool_or_auto(config.jit_compile, "jit_compile"), verbose=verbose,
+        jit_compile=parse_bool_or_auto(config.jit_compile, "jit_compile"),
     )
 
 
-def score(model, dataset, *, class_names=(), task=None):
+def score(model, dataset, *, class_names=(), task=None, tta=None):
     """Loss, the task's metrics and (classification) a per-class report of `model` on `dataset`.
+
+    `tta`: test-time augmentation views besides the original image (`tfft.tta.parse_views`, e.g.
+    `"flip"` or `("flip", "crop")`): everything is scored on the outputs averaged over the original
+    and them (`tfft.tta.with_original`). None: no test-time augmentation.
 
     Returns:
         `(metrics, report)`: `metrics` maps Keras metric names to floats (plus `examples`);
         `report` is `tfft.reporting.classification_report`'s dict, or None for regression.
     """
+    if tta:
+        from tfft import tta as tta_lib
+
+        model = tta_lib.tta_model(model, tta_lib.with_original(tta))
     info = dict(getattr(model, "tfft_info", {}) or {})
     task = task or info.get("task", "multiclass")
     with model.distribute_strategy.scope():

@@ -12,13 +12,17 @@ writes each fold's metrics with their mean and standard deviation.
 """
 
 import os
-import tempfile
 
+import keras
+import numpy as np
 from absl import flags
 
+import tfft
 from experiments import config as config_lib
 from experiments import entry, inputs, modeling
 from experiments import workdir as workdir_lib
+from tfft import io, reporting
+from tfft.run_state import RunState
 
 
 def define_flags(module_name=__name__):
@@ -67,23 +71,26 @@ def run(config, workdir, *, callbacks=None):
         else:
             metrics = _train(config, workdir, bundle, strategy, callbacks, chief)
     if chief:
-        from tfft import io
-
         io.write_json(os.path.join(workdir, "metrics.json"), metrics)
         _print_outputs(workdir, metrics)
     return metrics
 
 
 def _train(config, workdir, bundle, strategy, callbacks, chief, *, train=None, validation=None):
-    """One model: fine-tune, then score the best checkpoint on every split; writes the reports."""
-    import tfft
+    """One model: fine-tune, then score the best checkpoint on every split; writes the reports.
 
+    Every worker of a multi-worker run passes the same `workdir`: `fine_tune` decides where
+    each one writes (`tfft.distribute.worker_workdir`: the chief there, the others a private
+    copy of its run state, so that all resume alike).
+    """
     train = train if train is not None else bundle.train
     validation = validation if validation is not None else bundle.validation
-    train_dir = workdir if chief else tempfile.mkdtemp(prefix="tfft-worker-")
     model = modeling.build_model(config, bundle, strategy=strategy)
     class_weight = tfft.data.class_weights(bundle) if config.class_weights else None
-    result = tfft.fine_tune(model, train, validation, workdir=train_dir, callbacks=callbacks,
+    if class_weight:
+        _say("class weights (balanced, from the training labels): "
+             + ", ".join(f"{bundle.class_names[c]} {w:.3g}" for c, w in sorted(class_weight.items())))
+    result = tfft.fine_tune(model, train, validation, workdir=workdir, callbacks=callbacks,
                             class_weight=class_weight, **modeling.fine_tune_kwargs(config))
     if not chief:
         return {"validation": result.metrics}
@@ -107,10 +114,6 @@ def _train(config, workdir, bundle, strategy, callbacks, chief, *, train=None, v
 
 def _best_model(model, workdir):
     """The checkpoint the run kept (`model.keras`); the final model when there is none yet."""
-    import keras
-
-    from tfft import io
-
     path = os.path.join(workdir, "model.keras")
     if os.path.exists(path):
         return keras.models.load_model(path, compile=False)
@@ -118,28 +121,12 @@ def _best_model(model, workdir):
     return model
 
 
-def _history_rows(workdir):
-    """Per-epoch rows of every phase from the fine-tune state (deduplicated across resumes)."""
-    from tfft import io
-    from tfft.finetune import STATE_FILE
-
-    state = io.read_json(os.path.join(workdir, STATE_FILE), {})
-    rows = []
-    for phase in state.get("completed", []) + [p for p in state.get("epochs", {}) if p not in
-                                               state.get("completed", [])]:
-        for epoch, logs in sorted(state.get("epochs", {}).get(phase, {}).items(), key=lambda kv: int(kv[0])):
-            rows.append({"epoch": int(epoch), "phase": phase, **logs})
-    return sorted(rows, key=lambda r: r["epoch"])
-
-
 def _write_reports(workdir, config, bundle, reports):
-    """history.csv, curves.png, and for classification confusion_matrix.png and per_class.csv."""
-    from tfft import reporting
-
+    """curves.png, and for classification confusion_matrix.png and per_class.csv (history.csv is
+    the run state's, written by `fine_tune` after every epoch)."""
     written = {"model": "model.keras", "config": "config.json", "logs": "logs"}
-    rows = _history_rows(workdir)
+    rows = RunState(workdir).rows()
     if rows:
-        reporting.write_history_csv(rows, os.path.join(workdir, "history.csv"))
         keys = [k for k in rows[0] if k not in ("epoch", "phase")]
         history = {k: [r.get(k) for r in rows] for k in keys}
         boundaries, previous = [], rows[0]["phase"]
@@ -162,10 +149,6 @@ def _write_reports(workdir, config, bundle, reports):
 
 def _cross_validate(config, workdir, bundle, strategy, callbacks, chief):
     """K models on stratified folds of train + validation; the test split stays out."""
-    import numpy as np
-
-    import tfft
-
     k = int(config.cv_folds)
     try:
         folds = list(tfft.data.kfold(bundle, k=k))

@@ -9,7 +9,7 @@ from tfft import io
 # What a run writes into its workdir (removed by --config.overwrite=True; nothing else is).
 ARTEFACTS = (
     "config.json", "model.keras", "metrics.json", "history.csv", "curves.png", "confusion_matrix.png",
-    "per_class.csv", "per_class.txt", "fine_tune_state.json", "logs", "backup", "phases", "export",
+    "per_class.csv", "per_class.txt", "run_state.json", "fine_tune_state.json", "logs", "backup", "phases", "export",
     "evaluation", "tuner", "trials.csv", "trials.png", "best_config.json", "folds",
 )
 

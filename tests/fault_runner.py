@@ -58,7 +58,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tfft  # noqa: E402
-from tfft import finetune as finetune_lib  # noqa: E402
+from tfft import run_state  # noqa: E402
 from tfft import io as io_lib  # noqa: E402
 
 HEAD_EPOCHS, FINETUNE_EPOCHS, BATCH_SIZE, N_TRAIN, N_VAL = 3, 3, 8, 64, 16
@@ -167,14 +167,14 @@ def install_save_kills(spec):
 
         io_lib.atomic_path = atomic_path
     if kind == "phase_done":
-        original_finish = finetune_lib._finish_phase
+        original_finish = run_state.RunState.finish
 
-        def finish(model, workdir, state, state_path, name):
-            original_finish(model, workdir, state, state_path, name)
+        def finish(self, name, model):
+            original_finish(self, name, model)
             if name == arg:
                 die(f"phase_done {name}")
 
-        finetune_lib._finish_phase = finish
+        run_state.RunState.finish = finish
 
 
 def search(args):
@@ -190,7 +190,7 @@ def search(args):
             if kind == "trial_batch" and arg == f"{count[0]}:{batch}":
                 die(f"trial_batch {arg}")
 
-    original_begin, original_end = tuning._TfftTuner.on_trial_begin, tuning._TfftTuner.on_trial_end
+    original_begin, original_end = tuning.tuners._TfftTuner.on_trial_begin, tuning.tuners._TfftTuner.on_trial_end
 
     def on_trial_begin(self, trial):
         count[0] += 1
@@ -203,7 +203,7 @@ def search(args):
         if kind == "trial_end" and int(arg) == count[0]:
             die(f"trial_end {arg}")
 
-    tuning._TfftTuner.on_trial_begin, tuning._TfftTuner.on_trial_end = on_trial_begin, on_trial_end
+    tuning.tuners._TfftTuner.on_trial_begin, tuning.tuners._TfftTuner.on_trial_end = on_trial_begin, on_trial_end
     (x, y), val = make_data()
     keras.utils.set_random_seed(args.seed)
     backbone = make_model(0.0, args.seed).get_layer("backbone")
@@ -216,7 +216,7 @@ def search(args):
     tuner.search(x, y, validation_data=val, callbacks=[TrialKill()], verbose=0)
     trials = {t.trial_id: {"status": t.status, "score": t.score,
                            "values": {k: v for k, v in t.hyperparameters.values.items()}}
-              for t in tuning._trials(tuner)}
+              for t in tuning.list_trials(tuner)}
     io_lib.write_json(os.path.join(args.workdir, "result.json"), {"trials": trials})
     print("[fault_runner] done", len(trials), "trials", flush=True)
     return 0
@@ -246,6 +246,7 @@ def main(argv=None):
     result = tfft.fine_tune(
         model, train, val, head_epochs=HEAD_EPOCHS, finetune_epochs=FINETUNE_EPOCHS, unfreeze=2,
         batch_size=BATCH_SIZE, head_learning_rate=args.head_lr, finetune_learning_rate=1e-3, warmup_fraction=0.25,
+        label_smoothing=0.0,  # the scenarios (e.g. when early stopping ends the head phase) were set up without
         patience=args.patience, seed=args.seed, workdir=args.workdir, callbacks=callbacks, verbose=0,
     )
     io_lib.write_json(os.path.join(args.workdir, "result.json"), {

@@ -2,7 +2,7 @@
 leaves the results of an earlier run intact.
 
 Most cases call `tfft.fine_tune` on a copy of a finished earlier run's workdir (its
-`model.keras`, `fine_tune_state.json`, phase weights and `history.csv`) and then check
+`model.keras`, `run_state.json`, phase weights and `history.csv`) and then check
 that every one of those files is byte for byte what it was, and that `model.keras` still
 loads. The rest cover model building, weight files, `.keras` files, configs, tuner
 directories and safe loading.
@@ -177,6 +177,32 @@ def test_data_bundle_with_other_num_classes(workdir):
         fine_tune(tiny_model(), bundle, workdir=workdir)
 
 
+def test_datasets_of_a_two_class_bundle_for_a_three_class_model(tmp_path):
+    """The datasets remember their bundle's classes: refused before training, nothing written."""
+    x, y = arrays(n=20, classes=2)
+    bundle = tfft.data.from_arrays(x, y, validation_split=0.2, batch_size=8, seed=0)
+    workdir = tmp_path / "run"
+    with pytest.raises(ValueError) as error:
+        fine_tune(tiny_model(num_classes=3), bundle.train, bundle.validation, workdir=str(workdir))
+    assert str(error.value) == ("The training dataset (from tfft.data) has 2 classes but the model was built with "
+                                "num_classes=3: build it with num_classes=bundle.num_classes (2).")
+    assert not workdir.exists()
+    with pytest.raises(ValueError, match=r"^The training dataset \(from tfft.data\) has 2 classes"):
+        fine_tune(tiny_model(num_classes=3), bundle.train.prefetch(1), workdir=str(workdir))
+    assert not workdir.exists()
+
+
+def test_datasets_of_a_three_class_bundle_for_a_binary_model(tmp_path):
+    x, y = arrays(n=24, classes=3)
+    bundle = tfft.data.from_arrays(x, y, validation_split=0.25, batch_size=8, seed=0)
+    with pytest.raises(ValueError) as error:
+        fine_tune(tiny_model(num_classes=None, task="binary"), bundle.train, bundle.validation,
+                  workdir=str(tmp_path / "run"))
+    assert str(error.value) == ("The training dataset (from tfft.data) has 3 classes but a binary model takes 2: "
+                                "build it with task='multiclass', num_classes=3.")
+    assert not (tmp_path / "run").exists()
+
+
 def test_nan_in_the_inputs(workdir):
     x, y = arrays()
     x[3, 1, 2, 0] = np.nan
@@ -248,12 +274,12 @@ def test_loss_turning_nan_keeps_the_last_good_checkpoint(tmp_path):
     with pytest.raises(FloatingPointError, match=r"NaN or infinite in phase 'head', epoch 2.*last good state.*"
                                                  r"Lower the learning rate"):
         tfft.fine_tune(tiny_model(), (x, y), (x, y), workdir=workdir, callbacks=[PoisonWeights(1)], **kwargs)
-    state = json.loads((tmp_path / "fine_tune_state.json").read_text())
-    assert state["completed"] == [] and sorted(state["epochs"]["head"]) == ["0"]  # the NaN epoch is not logged
+    state = json.loads((tmp_path / "run_state.json").read_text())
+    head = state["phases"]["head"]
+    assert head["status"] == "running" and sorted(head["epochs"]) == ["0"]  # the NaN epoch is not logged
     best = keras.models.load_model(tmp_path / "model.keras")
     assert all(np.isfinite(w).all() for w in best.get_weights())
-    meta = json.loads((tmp_path / "backup" / "head" / "training_metadata.json").read_text())
-    assert meta["epoch"] == 1  # the backup of epoch 0, not the NaN one
+    assert head["backup"]["epoch"] == 1  # the backup of epoch 0, not the NaN one
     result = tfft.fine_tune(tiny_model(), (x, y), (x, y), workdir=workdir, **kwargs)  # resumes at epoch 1
     assert len(result.history["loss"]) == 4 and np.isfinite(result.metrics["val_loss"])
 
@@ -287,8 +313,8 @@ def test_out_of_disk_while_checkpointing(tmp_path, monkeypatch, method):
     monkeypatch.undo()
     (before,) = snapshots
     after = digests(workdir)
-    assert before and {k: after.get(k) for k in before if not k.endswith("fine_tune_state.json")} == {
-        k: v for k, v in before.items() if not k.endswith("fine_tune_state.json")}
+    assert before and {k: after.get(k) for k in before if not k.endswith("run_state.json")} == {
+        k: v for k, v in before.items() if not k.endswith("run_state.json")}
     assert not [p for p in Path(workdir).rglob("*") if ".tmp" in p.name], "a half-written temporary file was left"
     if (tmp_path / "model.keras").exists():
         assert keras.models.load_model(tmp_path / "model.keras").output.shape[-1] == 3

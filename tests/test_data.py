@@ -314,9 +314,10 @@ def test_csv_sentence_pairs(tmp_path):
 
 def test_missing_column_names_it(tmp_path):
     tsv = _write_table(tmp_path / "t.tsv", ("text", "label"), [("x", 0)])
-    with pytest.raises(ValueError, match="missing column 'sentence'.*text"):
+    # Worded as tfft.data.tables words it (was "missing column 'sentence'; the header has (...)").
+    with pytest.raises(ValueError, match="'sentence' is not a column of .*t.tsv; its columns are 'text', 'label'"):
         data.from_text_files(tsv, text_column="sentence")
-    with pytest.raises(ValueError, match="missing column 'target'"):
+    with pytest.raises(ValueError, match="'target' is not a column"):
         data.from_text_files(tsv, label_column="target")
 
 
@@ -382,6 +383,60 @@ def test_from_arrays_text_multilabel_and_regression():
     regression = data.from_arrays(np.zeros((4, 3)), [0.5, 1.5, 2.0, 3.25], test_split=0.25)
     assert regression.task == "regression" and regression.num_classes is None
     assert len(regression.labels["test"]) == 1
+
+
+def _data_messages(caplog):
+    return [r.getMessage() for r in caplog.records if r.name == "tfft.data"]
+
+
+def test_from_arrays_labels_1_to_k_become_classes_0_to_k_minus_1(caplog):
+    texts = ["stocks", "votes", "goals", "chips"] * 2
+    with caplog.at_level(logging.INFO, logger="tfft.data"):
+        bundle = data.from_arrays(texts, [3, 1, 2, 4] * 2, batch_size=8)
+    assert _data_messages(caplog) == [
+        "labels 1..4 mapped to classes 0..3 (class names '1'..'4'); pass num_classes=5 to keep them as class "
+        "indices (class 0 then has no examples)."]
+    assert bundle.class_names == ("1", "2", "3", "4") and bundle.num_classes == 4
+    assert bundle.labels["train"].tolist() == [2, 0, 1, 3] * 2
+    kept = data.from_arrays(texts, [3, 1, 2, 4] * 2, num_classes=5)
+    assert kept.class_names == ("0", "1", "2", "3", "4") and kept.counts["train"] == (0, 2, 2, 2, 2)
+
+
+def test_from_arrays_labels_1_to_k_with_conflicting_num_classes():
+    with pytest.raises(ValueError) as error:
+        data.from_arrays(["a", "b", "c", "d"], [1, 2, 3, 4], num_classes=4)
+    assert str(error.value) == (
+        "The labels go from 1 to 4, but num_classes=4 takes the class indices 0..3: pass y - 1, or num_classes=5 "
+        "to keep a class 0 without examples, or leave num_classes and class_names out to map labels 1..4 to "
+        "classes 0..3.")
+    with pytest.raises(ValueError, match=r"^The labels go from 1 to 2, but num_classes=2"):
+        data.from_arrays(["a", "b"], [1, 2], class_names=["neg", "pos"])
+
+
+def test_from_arrays_empty_class_in_the_middle_is_named(caplog):
+    with caplog.at_level(logging.WARNING, logger="tfft.data"):
+        bundle = data.from_arrays(np.zeros((4, 2)), [0, 1, 3, 3])
+    assert bundle.counts["train"] == (1, 1, 0, 2)
+    assert _data_messages(caplog) == [
+        "Class 2 has no examples (the labels are 0, 1, 3); it is kept as an empty class: relabel the classes 0..2 "
+        "if it is not a class."]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="tfft.data"):
+        data.from_arrays(np.zeros((3, 2)), [1, 3, 5])
+    assert _data_messages(caplog)[1] == (
+        "Classes 1, 3 (label 2, 4) have no examples (the labels are 1, 3, 5); they are kept as empty classes: "
+        "relabel the classes 0..2 if they are not classes.")
+
+
+def test_datasets_remember_their_bundle_classes():
+    """What `tfft.checks` compares with the model's classes when the datasets come without the bundle."""
+    bundle = data.from_arrays(np.zeros((8, 2)), [0, 1] * 4, validation_split=0.25, batch_size=2)
+    names = data.bundle.dataset_classes
+    assert names(bundle.train) == names(bundle.validation) == ("0", "1")
+    assert names(bundle.train.prefetch(1).cache().shuffle(4).take(2)) == ("0", "1")
+    assert names(bundle.train.map(lambda x, y: (x, y // 2))) is None  # a map may relabel: first-batch check only
+    assert names(tf.data.Dataset.range(3)) is None
+    assert names(data.from_arrays(np.zeros((2, 1)), [0.5, 1.5]).train) is None  # regression
 
 
 # ---------------------------------------------------------------------------

@@ -153,14 +153,14 @@ def _tiny_run(n=8, batch_size=4):
 def test_non_chief_workers_write_to_a_private_copy(tmp_path, monkeypatch):
     workdir = tmp_path / "run"
     (workdir / "phases").mkdir(parents=True)
-    (workdir / "fine_tune_state.json").write_text('{"completed": []}')
+    (workdir / "run_state.json").write_text('{"completed": []}')
     (workdir / "phases" / "head.weights.h5").write_text("weights")
     monkeypatch.setenv("TF_CONFIG", _tf_config([1, 2], 0))
     assert distribute.worker_workdir(str(workdir)) == str(workdir)
     monkeypatch.setenv("TF_CONFIG", _tf_config([1, 2], 1))
-    private = distribute.worker_workdir(str(workdir), resume_from=("fine_tune_state.json", "phases", "backup"))
+    private = distribute.worker_workdir(str(workdir), resume_from=("run_state.json", "phases", "backup"))
     assert private != str(workdir) and not private.startswith(str(tmp_path))
-    assert os.path.isfile(os.path.join(private, "fine_tune_state.json"))  # resumes from the chief's state
+    assert os.path.isfile(os.path.join(private, "run_state.json"))  # resumes from the chief's state
     assert os.path.isfile(os.path.join(private, "phases", "head.weights.h5"))
     assert distribute.worker_workdir(private) == private  # idempotent
 
@@ -210,7 +210,7 @@ def test_two_worker_multi_worker_mirrored_agrees_and_only_the_chief_writes(tmp_p
     for a, b in zip(_weights(chief), _weights(other), strict=True):
         np.testing.assert_array_equal(a, b)  # synchronous training: identical weights
     _assert_same_run(chief, reference)  # and the same as one device with the same global batch
-    assert (tmp_path / "run0" / "model.keras").is_file() and (tmp_path / "run0" / "fine_tune_state.json").is_file()
+    assert (tmp_path / "run0" / "model.keras").is_file() and (tmp_path / "run0" / "run_state.json").is_file()
     assert not (tmp_path / "run1").exists()
 
 
@@ -245,3 +245,70 @@ def test_disk_backed_feature_cache_equals_the_in_memory_one(tmp_path):
     np.testing.assert_allclose(disk_loss, memory_loss, rtol=1e-5)
     for a, b in zip(memory_weights, disk_weights, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+# experiments.train under MultiWorkerMirroredStrategy, killed and resumed ------------------
+
+def _tiny_backbone_file(path):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Rescaling(1 / 255.0, name="block1_rescale")(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="block1_conv")(x)
+    x = keras.layers.BatchNormalization(name="block1_bn")(x)
+    x = keras.layers.Conv2D(16, 3, strides=2, activation="relu", name="block2_conv")(x)
+    keras.Model(inputs, x, name="tiny_cnn").save(path)
+    return path
+
+
+def _start_train(workdir, backbone, ports):
+    config = os.path.join(os.path.dirname(HERE), "experiments", "configs", "digits_efficientnet_lite0.py")
+    args = [sys.executable, "-m", "experiments.train", f"--config={config}:smoke", f"--workdir={workdir}",
+            f"--config.backbone={backbone}", "--config.weights=none", "--config.strategy=multi_worker",
+            "--config.head_epochs=2", "--config.finetune_epochs=6", "--config.batch_size=8", "--config.verbose=0"]
+    return [subprocess.Popen(args, env=_env(TF_CONFIG=_tf_config(ports, i)), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, cwd=os.path.dirname(HERE)) for i in range(2)]
+
+
+def test_multi_worker_command_line_run_killed_and_resumed_resumes_every_worker(tmp_path):
+    """Both workers of a 2-process `experiments.train` run are killed mid fine-tune phase and
+    started again with the same command: the worker that is not the chief resumes from the
+    chief's run state too (so their collectives line up), and no epoch is lost or repeated."""
+    import signal
+    import time
+
+    backbone = _tiny_backbone_file(str(tmp_path / "tiny.keras"))
+    workdir = tmp_path / "run"
+    procs = _start_train(workdir, backbone, _free_ports(2))
+    state, deadline = workdir / "run_state.json", time.time() + TIMEOUT
+    try:
+        while time.time() < deadline and all(p.poll() is None for p in procs):
+            try:
+                if "3" in json.loads(state.read_text())["phases"].get("finetune", {}).get("epochs", {}):
+                    break  # epochs 0-1 head, 2-7 fine-tune: killed two epochs into the fine-tune phase
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.01)
+        assert all(p.poll() is None for p in procs), [p.communicate()[0][-2000:] for p in procs]
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGKILL)
+            p.communicate()
+    assert not (workdir / "metrics.json").exists()
+    finetune = json.loads(state.read_text())["phases"]["finetune"]
+    done, committed = max(int(e) for e in finetune["epochs"]), int(finetune["backup"]["epoch"])
+
+    procs = _start_train(workdir, backbone, _free_ports(2))
+    outputs = [p.communicate(timeout=TIMEOUT)[0] for p in procs]
+    for p, out in zip(procs, outputs):
+        assert p.returncode == 0, out[-3000:]
+    resumed_at = []
+    for out in outputs:  # both resumed the fine-tune phase after its last backed-up epoch
+        starts = [line for line in out.splitlines() if line.startswith("[tfft] phase finetune: epochs 3..8")]
+        assert starts and ", resuming at epoch " in starts[0], out[-3000:]
+        resumed_at.append(int(starts[0].split("resuming at epoch ")[1].split()[0]))
+        assert "phase head:" not in out  # the finished head phase is restored, not rerun
+    assert resumed_at[0] == resumed_at[1] == committed + 1 > 3  # 1-based: after the last committed backup
+    rows = json.loads(state.read_text())["phases"]
+    assert sorted(map(int, rows["head"]["epochs"])) == [0, 1]
+    assert sorted(map(int, rows["finetune"]["epochs"])) == list(range(2, 8)) and done < 7
+    assert json.loads((workdir / "metrics.json").read_text())["phases"][0]["resumed"] is True

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from experiments import config as config_lib
-from experiments import inputs
+from experiments import inputs, modeling
 from experiments import workdir as workdir_lib, evaluate, export, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -115,6 +115,26 @@ def test_missing_config_file_names_the_configs():
 
 
 def test_best_config_json_maps_onto_the_tuning_runs_config(tmp_path):
+    """A best config is the recipe's vocabulary (plus the model's keys); the data come from the tuning
+    run's config.json beside it, and keys the search left to the rule stay unset."""
+    base = tiny_config(batch_size=8)
+    (tmp_path / "config.json").write_text(json.dumps(config_lib.to_dict(base)))
+    best = {"backbone": "efficientnet_lite0", "num_classes": 10, "task": "multiclass", "head_learning_rate": 0.003,
+            "finetune_learning_rate": 0.0003, "head_optimizer": "sgd", "finetune_optimizer": "adamw", "dropout": 0.3,
+            "head_units": [64], "unfreeze": "0.5", "batch_size": 16, "head_epochs": 2, "finetune_epochs": 3,
+            "monitor": "val_accuracy", "augment": ["flip", "zoom"], "seed": 123, "objective": "val_accuracy",
+            "score": 0.9, "tuning": {"trial_id": "03"}}
+    (tmp_path / "best_config.json").write_text(json.dumps(best))
+    config = config_lib.load_config(str(tmp_path / "best_config.json"))
+    assert config.data.source == "digits" and config.data.limit == 4
+    assert (config.head_optimizer, config.finetune_optimizer, config.monitor, config.seed) == ("sgd", "adamw",
+                                                                                               "val_accuracy", 123)
+    assert config.augment == "flip,zoom" and config.batch_size == 16 and config.warmup_fraction is None
+    recipe = modeling.recipe_from_config(config)
+    assert recipe.augment == ["flip", "zoom"] and recipe.unfreeze == 0.5 and recipe.label_smoothing is None
+
+
+def test_best_config_json_of_an_older_tfft_still_loads(tmp_path):
     base = tiny_config(batch_size=8)
     (tmp_path / "config.json").write_text(json.dumps(config_lib.to_dict(base)))
     best = {"backbone": "efficientnet_lite0", "num_classes": 10, "task": "multiclass", "learning_rate": 0.003,
@@ -125,7 +145,8 @@ def test_best_config_json_maps_onto_the_tuning_runs_config(tmp_path):
     (tmp_path / "best_config.json").write_text(json.dumps(best))
     config = config_lib.load_config(str(tmp_path / "best_config.json"))
     assert config.data.source == "digits" and config.data.limit == 4  # the data come from config.json
-    assert (config.head_learning_rate, config.finetune_learning_rate, config.optimizer) == (0.003, 0.0003, "sgd")
+    assert (config.head_learning_rate, config.finetune_learning_rate, config.finetune_optimizer) == (0.003, 0.0003,
+                                                                                                     "sgd")
     assert config.head_optimizer == "sgd"
     assert config.head_units == (64,) and config.unfreeze == "0.5" and config.batch_size == 8
     assert (config.head_epochs, config.finetune_epochs, config.dropout) == (2, 3, 0.3)
@@ -381,9 +402,12 @@ def test_tune_then_retrain_the_winner(tmp_path):
     rows = (tmp_path / "tune" / "trials.csv").read_text().splitlines()
     assert len(rows) == 3  # header + 2 trials
     best = result["best"]
-    assert best["objective"] == "val_accuracy" and best["learning_rate"] in (0.001, 0.01)
+    assert best["objective"] == "val_accuracy" and best["head_learning_rate"] in (0.001, 0.01)
     retrain = config_lib.load_config(result["best_config"])
-    assert retrain.head_learning_rate == best["learning_rate"] and retrain.data.source == "digits"
+    assert retrain.head_learning_rate == best["head_learning_rate"] and retrain.data.source == "digits"
+    assert retrain.seed == best["seed"] and retrain.monitor == "val_accuracy"
     retrain.lock()
     metrics = train.run(retrain, str(tmp_path / "best"))
     assert (tmp_path / "best" / "model.keras").is_file() and metrics["test"]["examples"] == 10
+    # The winner retrains to the score it had in the search: a trial is the run experiments.train makes.
+    assert metrics["validation"]["accuracy"] == pytest.approx(best["score"], abs=1e-4)

@@ -52,12 +52,13 @@ TIMEOUT = 300
 
 # (kill spec, first epoch the restarted process trains, or None when it trains none).
 # Epochs 0-2: head phase (on cached features); 3-5: fine-tune phase. Per epoch end the
-# writes come in this order: fine_tune_state.json, history.csv, model.keras (when val_loss
-# improved, which it does every epoch here), then the backup: epoch_*.weights.h5, then
-# training_metadata.json (the commit).
+# writes come in this order: run_state.json (the epoch's logs), history.csv, model.keras (when
+# val_loss improved, which it does every epoch here), then the backup: epoch_*.weights.h5, then
+# run_state.json again (the commit). So run_state.json's writes number 2e+1 (epoch e's logs)
+# and 2e+2 (its backup) for the head epochs, 7 for the head phase's end, then 2e+2 and 2e+3.
 DEFAULT_POINTS = [
     ("batch:1:5", 1),  # head phase, mid-epoch
-    ("before_replace:training_metadata.json:2", 1),  # head backup weights written, not committed
+    ("before_replace:run_state.json:4", 1),  # head backup weights written, not committed
     ("before_replace:head.weights.h5:1", 3),  # phase switch: end-of-head weights half-saved
     ("batch:4:3", 4),  # fine-tune phase, mid-epoch (schedule mid-way, dropout active)
     ("torn_write:epoch_*.weights.h5:5", 4),  # fine-tune backup torn while written
@@ -66,18 +67,18 @@ SLOW_POINTS = [
     ("batch:0:3", 0),
     ("epoch_end:0", 1),
     ("epoch_begin:2", 2),
-    ("after_replace:fine_tune_state.json:1", 0),
+    ("after_replace:run_state.json:1", 0),
     ("torn_write:history.csv:2", 1),
     ("torn_write:model.keras:1", 0),
     ("before_replace:epoch_*.weights.h5:2", 1),
     ("after_replace:head.weights.h5:1", 3),
-    ("before_replace:fine_tune_state.json:4", 3),  # the write that marks the head phase done
+    ("before_replace:run_state.json:7", 3),  # the write that marks the head phase done
     ("phase_done:head", 3),
     ("epoch_begin:3", 3),
     ("batch:3:0", 3),
     ("epoch_end:4", 5),
     ("torn_write:model.keras:5", 4),
-    ("after_replace:training_metadata.json:5", 5),
+    ("after_replace:run_state.json:11", 5),
     ("epoch_end:5", None),  # every epoch done, the fine-tune phase not yet recorded
     ("phase_done:finetune", None),  # both phases recorded, final metrics not yet written
 ]
@@ -132,7 +133,7 @@ def reference(tmp_path_factory):
     return reference_run(tmp_path_factory.mktemp("reference"))
 
 
-EARLY_STOP = ["--patience=1", "--head-lr=0.03"]  # the head phase's val_loss rises at epoch 1: it stops there
+EARLY_STOP = ["--patience=1", "--head-lr=0.2"]  # the head phase's val_loss rises at epoch 1: it stops there
 
 
 @pytest.fixture(scope="module")
@@ -357,10 +358,10 @@ def train_reference(tmp_path_factory):
 def test_killed_entry_point_resumes_and_scores_the_same(tmp_path, train_reference, phase, epoch):
     """SIGKILL once the run state shows `epoch` of `phase` finished, rerun the same command."""
     proc = start_train(tmp_path)
-    state, deadline = tmp_path / "fine_tune_state.json", time.time() + TIMEOUT
+    state, deadline = tmp_path / "run_state.json", time.time() + TIMEOUT
     while proc.poll() is None and time.time() < deadline:
         try:
-            if epoch in json.loads(state.read_text()).get("epochs", {}).get(phase, {}):
+            if epoch in json.loads(state.read_text()).get("phases", {}).get(phase, {}).get("epochs", {}):
                 break
         except (OSError, ValueError):
             pass

@@ -60,8 +60,9 @@ def test_two_phases_count_epochs_across_phases(tmp_path):
     assert (tmp_path / "model.keras").exists()
     loaded = keras.models.load_model(tmp_path / "model.keras")
     assert loaded.output.shape == (None, 3)
-    state = json.loads((tmp_path / "fine_tune_state.json").read_text())
-    assert state["completed"] == ["head", "finetune"]
+    state = json.loads((tmp_path / "run_state.json").read_text())
+    assert {name: p["status"] for name, p in state["phases"].items()} == {"head": "done", "finetune": "done"}
+    assert state["phases"]["head"]["weights"] == os.path.join("phases", "head.weights.h5")
     assert not (tmp_path / "backup" / "head").exists() and not (tmp_path / "backup" / "finetune").exists()
 
 
@@ -149,8 +150,8 @@ def test_resume_after_a_crash_in_each_phase(tmp_path):
         workdir = str(tmp_path / f"crash{crash_epoch}")
         with pytest.raises(RuntimeError, match="simulated crash"):
             tfft.fine_tune(small_model(), train, val, workdir=workdir, callbacks=[Crash(crash_epoch)], **kwargs)
-        state = json.load(open(os.path.join(workdir, "fine_tune_state.json")))
-        assert str(crash_epoch) in state["epochs"]["head" if crash_epoch < 2 else "finetune"]
+        state = json.load(open(os.path.join(workdir, "run_state.json")))
+        assert str(crash_epoch) in state["phases"]["head" if crash_epoch < 2 else "finetune"]["epochs"]
         result = tfft.fine_tune(small_model(), train, val, workdir=workdir, **kwargs)
         assert len(result.history["loss"]) == 5, crash_epoch  # no epoch lost or repeated in the logs
         assert result.metrics["val_loss"] == pytest.approx(expected.metrics["val_loss"], rel=1e-4, abs=1e-6)
@@ -164,13 +165,6 @@ def test_finished_run_is_not_rerun(tmp_path):
     again = tfft.fine_tune(small_model(), dataset(x, y), dataset(x, y), **kwargs)
     assert all(p.resumed for p in again.phases)
     assert again.metrics == pytest.approx(first.metrics)
-
-
-def test_text_recipe_defaults_differ_from_images():
-    from tfft.finetune import RECIPES
-
-    assert RECIPES["text"]["finetune_optimizer"] == "adamw" and RECIPES["text"]["warmup_fraction"] == 0.1
-    assert 2e-5 <= RECIPES["text"]["finetune_learning_rate"] <= 5e-5
 
 
 def test_epoch_keyed_shuffle_reproduces_an_epochs_order():

@@ -67,10 +67,17 @@ def test_text_model_structure():
     assert isinstance(backbone, keras_hub.models.BertBackbone)
     assert [layer.name for layer in backbone.layers] == BERT_LAYERS
     assert {"head_dropout", "head_dense_0", "head_logits", "head_output"} <= {layer.name for layer in model.layers}
+    assert model.tfft_info["pad_to"] == "batch"
     tokens = model.get_layer("preprocessing")(tf.constant(["a great movie", "not good"]))
-    assert tokens["token_ids"].shape == (2, SEQ)
-    # [CLS] a great movie [SEP] [PAD]...
-    assert list(np.array(tokens["token_ids"][0])[:6]) == [2, 6, 11, 7, 3, 0]
+    # Padded to the batch's longest: [CLS] a great movie [SEP] / [CLS] not good [SEP] [PAD].
+    assert tokens["token_ids"].shape == (2, 5)
+    assert np.array(tokens["token_ids"]).tolist() == [[2, 6, 11, 7, 3], [2, 20, 12, 3, 0]]
+    assert np.array(tokens["padding_mask"]).sum(axis=1).tolist() == [5, 4]
+    fixed = tiny_model(pad_to="max").get_layer("preprocessing")(tf.constant(["a great movie"]))
+    assert fixed["token_ids"].shape == (1, SEQ)
+    # Capped at sequence_length: truncated as fixed-length padding truncates.
+    long = model.get_layer("preprocessing")(tf.constant(["the movie " * 10, "a"]))
+    assert long["token_ids"].shape == (2, SEQ) and int(long["token_ids"][0, -1]) == 3
     # Built with the default freeze="backbone": ready for the head phase.
     assert not backbone.trainable_weights and model.trainable_weights
 
@@ -156,6 +163,82 @@ def test_fit_on_tf_data_of_strings():
     assert 0.0 <= scores["accuracy"] <= 1.0
 
 
+# --------------------------------------------------------------------------------------------
+# Padding per batch (pad_to="batch", the default) against fixed-length padding
+# --------------------------------------------------------------------------------------------
+
+MIXED = TEXTS + ["a", "the movie was really not very good and the acting was awful but fun"]
+
+
+def twin_models(backbone, preprocessor, **kwargs):
+    """`(padded per batch, padded to sequence_length)`: one backbone, the same head weights."""
+    batch, fixed = (tfft.build_model(backbone, preprocessor=preprocessor, task="binary", pad_to=pad_to, **kwargs)
+                    for pad_to in ("batch", "max"))
+    fixed.set_weights(batch.get_weights())
+    return batch, fixed
+
+
+def assert_same_predictions(batch, fixed, x, y, atol=1e-5):
+    """Features, probabilities and evaluate() agree within `atol` (batches of 3 mix lengths)."""
+    arrays = tuple(np.array(part, dtype=object) for part in x) if isinstance(x, tuple) else np.array(x, dtype=object)
+    features = [split_at_features(m)[0].predict(arrays, batch_size=3, verbose=0) for m in (batch, fixed)]
+    np.testing.assert_allclose(features[0], features[1], atol=atol)
+    np.testing.assert_allclose(batch.predict(x, batch_size=3, verbose=0),
+                               fixed.predict(x, batch_size=3, verbose=0), atol=atol)
+    scores = []
+    for model in (batch, fixed):
+        tfft.compile_model(model, learning_rate=1e-3)
+        scores.append(model.evaluate(x, y, batch_size=3, return_dict=True, verbose=0))
+    assert scores[0]["loss"] == pytest.approx(scores[1]["loss"], abs=atol)
+    assert scores[0]["accuracy"] == scores[1]["accuracy"]
+
+
+@pytest.mark.parametrize("pooling,pairs", [("cls", False), ("mean", False), ("cls", True)])
+def test_batch_padding_predicts_as_fixed_length(pooling, pairs):
+    batch, fixed = twin_models(*tiny_bert(dropout=0.0), pooling=pooling, sentence_pairs=pairs)
+    x = (MIXED, MIXED[::-1]) if pairs else MIXED
+    y = np.arange(len(MIXED)) % 2
+    assert tuple(batch.get_layer("preprocessing").compute_output_spec(batch.inputs)["token_ids"].shape) == (None, None)
+    assert tuple(fixed.get_layer("preprocessing").compute_output_spec(fixed.inputs)["token_ids"].shape) == (None, SEQ)
+    assert_same_predictions(batch, fixed, x, y)
+
+
+def test_fit_with_varying_batch_lengths_does_not_retrace():
+    """The model's input is a batch of strings, so a varying padded length stays inside the traced
+    graph: fit traces its train step in the first step only (twice, as tf.function does when the
+    first trace creates variables: the optimizer's), however long each later batch's texts are."""
+    model = tiny_model(freeze="none")
+    traces = []
+    step = model.train_step
+    model.train_step = lambda data: traces.append(1) or step(data)
+    texts = MIXED * 3  # 36 examples, batches of 5: 8 batches (the last partial), lengths 4 to 8
+    widths = {int(model.get_layer("preprocessing")(tf.constant(texts[i:i + 5]))["token_ids"].shape[1])
+              for i in range(0, len(texts), 5)}
+    assert len(widths) > 1
+    tfft.compile_model(model, learning_rate=1e-3)
+    ds = tf.data.Dataset.from_tensor_slices((texts, np.arange(36) % 2)).batch(5)
+    model.fit(ds, epochs=1, verbose=0)
+    first = len(traces)
+    assert first <= 2
+    model.fit(ds, epochs=3, verbose=0)
+    model.fit(texts, np.arange(36) % 2, batch_size=5, epochs=1, verbose=0)  # Python lists of strings
+    assert len(traces) == first
+
+
+def test_saved_models_without_pad_to_load_as_fixed_length():
+    """A model saved before tfft padded per batch has no `pad_to`: it keeps the padding it trained with."""
+    layer = tiny_model().get_layer("preprocessing")
+    config = layer.get_config()
+    assert config["pad_to"] == "batch"
+    assert tfft.layers.TextPreprocessor.from_config(config).pad_to == "batch"
+    del config["pad_to"]
+    old = tfft.layers.TextPreprocessor.from_config(config)
+    spec = old.compute_output_spec(keras.KerasTensor((None,), dtype="string"))
+    assert old.pad_to == "max" and tuple(spec["token_ids"].shape) == (None, SEQ)
+    with pytest.raises(ValueError, match="pad_to"):
+        tiny_model(pad_to="longest")
+
+
 @pytest.mark.parametrize("pairs,pooling", [(False, "cls"), (True, "mean")])
 def test_keras_round_trip_with_string_input(tmp_path, pairs, pooling):
     model = tiny_model(sentence_pairs=pairs, pooling=pooling, freeze="embeddings", class_names=["neg", "pos"])
@@ -170,12 +253,13 @@ def test_keras_round_trip_with_string_input(tmp_path, pairs, pooling):
     np.testing.assert_array_equal(model.predict(query, verbose=0), loaded.predict(query, verbose=0))
     assert isinstance(loaded, tfft.TransferModel)
     assert loaded.tfft_info["class_names"] == ["neg", "pos"] and loaded.tfft_info["sequence_length"] == SEQ
+    assert loaded.get_layer("preprocessing").pad_to == "batch"
     # The reloaded model keeps training on raw strings.
     loaded.fit(x, y, batch_size=5, epochs=1, verbose=0)
     if not pairs:
         # A saved text model is itself a backbone to transfer from (a new head, same tokenizer).
         reused = tfft.build_model(path, num_classes=3, sequence_length=6)
-        assert reused.get_layer("preprocessing")(tf.constant(["a movie"]))["token_ids"].shape == (1, 6)
+        assert reused.get_layer("preprocessing")(tf.constant(["a movie " * 4]))["token_ids"].shape == (1, 6)
         np.testing.assert_array_equal(weights_of(reused.get_layer("backbone"))[0],
                                       weights_of(model.get_layer("backbone"))[0])
         assert reused.predict(["the plot was fun"], verbose=0).shape == (1, 3)
@@ -188,7 +272,7 @@ def test_keras_hub_preset_directory(tmp_path):
     preprocessor.save_to_preset(str(tmp_path))
     assert backbones.is_preset_dir(str(tmp_path)) and backbones.preset_modality(str(tmp_path)) == "text"
     model = tfft.build_model(str(tmp_path), task="binary", sequence_length=12)
-    tokens = model.get_layer("preprocessing")(tf.constant(["a movie"]))
+    tokens = model.get_layer("preprocessing")(tf.constant(["a movie " * 8]))
     assert tokens["token_ids"].shape == (1, 12)
     np.testing.assert_array_equal(weights_of(model.get_layer("backbone"))[0], weights_of(backbone)[0])
     random = tfft.build_model(str(tmp_path), task="binary", weights=None)
@@ -362,11 +446,12 @@ def test_fine_tune_text_two_phases_with_the_bert_recipe():
     head, finetune = result.phases
     assert head.cached_features and (head.initial_epoch, head.final_epoch) == (0, 1)
     assert not finetune.cached_features and (finetune.initial_epoch, finetune.final_epoch) == (1, 3)
-    # The text recipe: AdamW with weight decay, linear warmup over 10% of the steps, peak 3e-5.
+    # The text recipe: AdamW with weight decay, linear warmup over 10% of the steps, the recipe's peak.
     opt = model.optimizer
     assert isinstance(opt, keras.optimizers.AdamW) and float(opt.weight_decay) == pytest.approx(0.01)
     schedule = opt._learning_rate
-    assert isinstance(schedule, optim.WarmupSchedule) and schedule.peak == pytest.approx(3e-5)
+    peak = tfft.recipe.default_recipe(modality="text", examples=len(TEXTS)).finetune_learning_rate
+    assert isinstance(schedule, optim.WarmupSchedule) and schedule.peak == pytest.approx(peak)
     assert schedule.warmup_steps == 1  # 10% of 2 epochs x 5 steps
     assert isinstance(schedule.schedule, keras.optimizers.schedules.PolynomialDecay)  # linear decay
     assert schedule.schedule.decay_steps == 9 and schedule.schedule.end_learning_rate == 0.0
@@ -410,7 +495,7 @@ def test_minilm_directory_loads_real_weights(minilm_dir):
     assert model.tfft_info["modality"] == "text"
     backbone = model.get_layer("backbone")
     assert backbone.count_params() == 22_713_216 and len(backbone.transformer_layers) == 6
-    assert model.get_layer("preprocessing")(tf.constant(["hello"]))["token_ids"].shape == (1, 32)
+    assert model.get_layer("preprocessing")(tf.constant(["hello " * 40]))["token_ids"].shape == (1, 32)
     # The registry name finds the same pip-installed directory.
     assert backbones.local_preset_dir("all_minilm_l6_v2_en") == minilm_dir
     # Mean-pooled sentence embeddings: the model's purpose. Paraphrases close, unrelated far.
@@ -435,3 +520,14 @@ def test_minilm_fit_and_keras_round_trip(minilm_dir, tmp_path):
     loaded = keras.models.load_model(path)
     query = ["a wonderful, moving film", "tedious and far too long"]
     np.testing.assert_allclose(model.predict(query, verbose=0), loaded.predict(query, verbose=0), atol=1e-6)
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_minilm_batch_padding_predicts_as_fixed_length(minilm_dir, shared_data, pooling):
+    """Real weights on real SST-2 dev sentences (3 to 40+ words): padding per batch changes nothing."""
+    with open(shared_data / "sst2" / "dev.tsv", encoding="utf-8") as f:
+        rows = [line.rstrip("\n").split("\t") for line in f][1:13]
+    sentences, labels = [r[0] for r in rows] + ["great !"], np.array([int(r[1]) for r in rows] + [1])
+    backbone, preprocessor = backbones.load_text_preset(minilm_dir, sequence_length=64)
+    batch, fixed = twin_models(backbone, preprocessor, pooling=pooling)
+    assert_same_predictions(batch, fixed, sentences, labels)

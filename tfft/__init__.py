@@ -45,6 +45,8 @@ def __getattr__(name):
         "make_tuner": ("tfft.tuning", "make_tuner"),
         "find_learning_rate": ("tfft.lr_finder", "find_learning_rate"),
         "features": "tfft.features",
+        "tta": "tfft.tta",
+        "recipe": "tfft.recipe",
     }
     if name not in lazy:
         raise AttributeError(f"module 'tfft' has no attribute {name!r}")

@@ -45,6 +45,11 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
                 print(f"\nEpoch {epoch + 1}: saved model to {filepath}")
 
 
+def lower_is_better(monitor):
+    """Whether smaller values of `monitor` are better (losses and errors; accuracy, AUC, F1: larger)."""
+    return any(k in monitor for k in ("loss", "error", "mae", "mse"))
+
+
 def loss_is_finite(logs):
     """False when `logs` has a NaN or infinite `loss` (what TerminateOnNaN stops on)."""
     loss = (logs or {}).get("loss")
@@ -213,11 +218,30 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     backup keeps and a resumed run puts back (`default_callbacks` sets it). Keras resets
     those in each callback's `on_train_begin`, so they must come before this callback in
     the list given to `fit`.
+
+    `store`: where the metadata is committed: by default Keras's `training_metadata.json`
+    in `backup_dir`; `tfft.fine_tune` passes its run state (`tfft.run_state`), so that one
+    file says where the whole run stands. A store has `read()` (the metadata or None) and
+    `write(metadata)` (atomic).
     """
 
-    def __init__(self, *args, callbacks=(), **kwargs):
+    def __init__(self, *args, callbacks=(), store=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.callbacks = list(callbacks)
+        self.store = store
+
+    def _read_metadata(self):
+        if self.store is not None:
+            return self.store.read()
+        if not os.path.exists(self._training_metadata_path):
+            return None
+        return io.read_json(self._training_metadata_path)
+
+    def _write_metadata(self, metadata):
+        if self.store is not None:
+            self.store.write(metadata)
+        else:
+            io.write_json(self._training_metadata_path, metadata)
 
     def _peer_states(self):
         return [callback_state(cb, self.backup_dir) for cb in self.callbacks]
@@ -248,7 +272,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         name = f"epoch_{self._current_epoch}_batch_{self._last_batch_seen}.weights.h5"
         states = self._peer_states()
         io.save_weights(self.model, os.path.join(self.backup_dir, name))
-        io.write_json(self._training_metadata_path, {
+        self._write_metadata({
             "epoch": self._current_epoch, "batch": self._last_batch_seen, "weights": name,
             "seed_states": seed_states(self.model),
             "callbacks": states,
@@ -264,10 +288,10 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     def _load_model(self):
         if not self.model.built:
             return super()._load_model()  # Keras's error for an unbuilt model
-        if not os.path.exists(self._training_metadata_path):
-            return None  # no finished backup: start from the beginning
         try:
-            metadata = io.read_json(self._training_metadata_path)
+            metadata = self._read_metadata()
+            if metadata is None:
+                return None  # no finished backup: start from the beginning
             weights = os.path.join(self.backup_dir, metadata.get("weights", os.path.basename(self._weights_path)))
             if self.model.optimizer is not None and not self.model.optimizer.built:
                 self.model.optimizer.build(self.model.trainable_variables)  # so its state loads too
@@ -294,6 +318,51 @@ class ReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
                 self._warned = True
             return
         super().on_epoch_end(epoch, logs)
+
+
+class PinnedModel(keras.callbacks.Callback):
+    """Runs `callback` on `model` (the full model) while another model is being fit.
+
+    While the head trains on cached backbone features (`tfft.features`), `fit` runs on a
+    head-only model; checkpoint-like callbacks must still see (and save) the full model.
+    """
+
+    def __init__(self, callback, model):
+        super().__init__()
+        self.callback = callback
+        self.pinned = model
+
+    def set_model(self, model):
+        super().set_model(model)
+        self.callback.set_model(self.pinned)
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.callback.set_params(params)
+
+
+def _forward(name):
+    def hook(self, *args, **kwargs):
+        return getattr(self.callback, name)(*args, **kwargs)
+
+    hook.__name__ = name
+    return hook
+
+
+for _hook in ("on_epoch_begin", "on_epoch_end", "on_train_begin", "on_train_end", "on_train_batch_begin",
+              "on_train_batch_end", "on_test_begin", "on_test_end", "on_test_batch_begin", "on_test_batch_end",
+              "on_predict_begin", "on_predict_end", "on_predict_batch_begin", "on_predict_batch_end"):
+    setattr(PinnedModel, _hook, _forward(_hook))
+
+# Callbacks that save or restore the model: pinned to the full model while the head trains
+# on cached features.
+SAVES_THE_MODEL = (keras.callbacks.ModelCheckpoint, keras.callbacks.BackupAndRestore)
+
+
+def pin_to(callbacks, model):
+    """`callbacks` with those that save the model (`SAVES_THE_MODEL`) pinned to `model`;
+    callbacks already pinned stay as they are."""
+    return [PinnedModel(cb, model) if isinstance(cb, SAVES_THE_MODEL) else cb for cb in callbacks]
 
 
 def _writable_workdir(workdir):
@@ -333,6 +402,7 @@ def default_callbacks(
     backup_dir=None,
     save_freq="epoch",
     initial_value_threshold=None,
+    backup_store=None,
 ):
     """The standard callbacks of a fine-tuning run.
 
@@ -356,6 +426,7 @@ def default_callbacks(
         tensorboard: TensorBoard logs in `workdir/logs`.
         csv_log: per-epoch history appended to `workdir/history.csv`.
         terminate_on_nan: stop as soon as the loss is NaN.
+        backup_store: where the backup commits its metadata (see `BackupAndRestore`).
 
     Returns:
         A list of `keras.callbacks.Callback`.
@@ -365,6 +436,8 @@ def default_callbacks(
     >>> [type(c).__name__ for c in cbs]
     ['EpochSeed', 'TerminateOnNaN', 'ReduceLROnPlateau', 'EarlyStopping']
     """
+    if mode == "auto":  # said explicitly: Keras's ReduceLROnPlateau cannot tell it for e.g. val_accuracy
+        mode = "min" if lower_is_better(monitor) else "max"
     callbacks = [EpochSeed()]  # epoch-keyed shuffling of tfft datasets (tfft.order)
     if terminate_on_nan:
         callbacks.append(keras.callbacks.TerminateOnNaN())
@@ -391,5 +464,5 @@ def default_callbacks(
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(workdir, "logs")))
     if backup:  # last, so that it puts back the counters of those before it (see BackupAndRestore)
         stateful = [cb for cb in callbacks if isinstance(cb, STATEFUL)]
-        callbacks.append(BackupAndRestore(backup_dir, save_freq=save_freq, callbacks=stateful))
+        callbacks.append(BackupAndRestore(backup_dir, save_freq=save_freq, callbacks=stateful, store=backup_store))
     return callbacks

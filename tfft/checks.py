@@ -12,7 +12,10 @@ What is checked:
 * values, on arrays in full and on the first batch of a `tf.data.Dataset` (of the
   validation data when there is some, since it is not shuffled): labels of the task's form
   and range (`num_classes`), and NaN or infinite inputs and labels;
-* a `tfft.data.DataBundle`'s `num_classes` against the model's.
+* the number of classes against the model's (a binary model takes 2), for a
+  `tfft.data.DataBundle` and for a dataset that is a split of one (`tfft.data` datasets remember
+  their bundle's classes, also through `prefetch`, `cache`, `shuffle`, `take` and the like;
+  a dataset the user `map`s is checked on its first batch only, since the map may relabel).
 """
 
 import numpy as np
@@ -71,12 +74,46 @@ def check_values(model, dataset, split):
 
 
 def check_bundle(model, bundle):
-    """A `tfft.data.DataBundle` must have as many classes as the model predicts."""
+    """A `tfft.data.DataBundle` must have as many classes as the model predicts (see `check_classes`)."""
+    check_classes(model, getattr(bundle, "num_classes", None))
+
+
+def check_classes(model, num_classes, what="The data"):
+    """Raises `ValueError` when data of `num_classes` classes does not fit the model's outputs.
+
+    Multiclass and multilabel models must have `num_classes` outputs; a binary model takes 2 classes.
+
+    Args:
+        model: a model from `tfft.build_model` (others are not checked).
+        num_classes: the data's number of classes, or `None` (nothing to check).
+        what: the subject of the message (`"The training dataset"`).
+
+    Example:
+    >>> model = tfft.build_model("vgg16", num_classes=3, weights=None, input_shape=(32, 32, 3))
+    >>> check_classes(model, 2)
+    Traceback (most recent call last):
+    ValueError: The data has 2 classes but the model was built with num_classes=3: build it with ...
+    """
     info = _info(model)
-    ours, theirs = info.get("num_classes"), getattr(bundle, "num_classes", None)
-    if info.get("task") in ("multiclass", "multilabel") and ours and theirs and int(ours) != int(theirs):
-        raise ValueError(f"The data has {theirs} classes but the model was built with num_classes={ours}: "
+    task, ours = info.get("task"), info.get("num_classes")
+    if not num_classes:
+        return
+    theirs = int(num_classes)
+    if task in ("multiclass", "multilabel") and ours and int(ours) != theirs:
+        raise ValueError(f"{what} has {theirs} classes but the model was built with num_classes={ours}: "
                          f"build it with num_classes=bundle.num_classes ({theirs}).")
+    if task == "binary" and theirs != 2:
+        raise ValueError(f"{what} has {theirs} class{'es' if theirs != 1 else ''} but a binary model takes 2: "
+                         f"build it with task='multiclass', num_classes={theirs}.")
+
+
+def _loader_classes(dataset):
+    """The class names that a `tfft.data` dataset remembers from its bundle, or `None`."""
+    if not isinstance(dataset, tf.data.Dataset):
+        return None
+    from tfft.data.bundle import dataset_classes
+
+    return dataset_classes(dataset)
 
 
 def _check_inputs(model, shape, dtype, split):
@@ -160,11 +197,16 @@ def _check_range(y, n, split, what):
 
 
 def check_before_training(model, train_data, validation_data, train, validation, bundle=None):
-    """What `fine_tune` runs first: `check_bundle`, `check_data` on the data as given and as
-    datasets, and `check_values` on the first batch of a dataset that was not checked in full
-    (the validation one when there is one: it is not shuffled, so this is cheap)."""
+    """What `fine_tune` runs first: `check_bundle` (or `check_classes` on datasets from
+    `tfft.data`), `check_data` on the data as given and as datasets, and `check_values` on
+    the first batch of a dataset that was not checked in full (the validation one when there
+    is one: it is not shuffled, so this is cheap)."""
     if bundle is not None:
         check_bundle(model, bundle)
+    for raw, split in ((train_data, "training"), (validation_data, "validation")):
+        names = _loader_classes(raw)
+        if names:
+            check_classes(model, len(names), f"The {split} dataset (from tfft.data)")
     for raw, dataset, split in ((train_data, train, "training"), (validation_data, validation, "validation")):
         check_data(model, raw, split)
         if dataset is not raw:

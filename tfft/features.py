@@ -132,13 +132,33 @@ class FeatureStore:
                 shutil.rmtree(entry.path, ignore_errors=True)
         self._entries.clear()
 
-    def dataset(self, extractor, data, *, shuffle=False, seed=None, key=None):
-        """A `tf.data.Dataset` of `(features, labels[, weights])` batches for `data`."""
+    def dataset(self, extractor, data, *, seed=None, key=None, batch_size=None, shuffle=None):
+        """A `tf.data.Dataset` of `(features, labels[, weights])` batches for `data`.
+
+        The features come in the order the images of `data` would: in `data`'s own order
+        for a dataset whose order is fixed; in exactly the order of each epoch for a
+        training split of a `tfft.data` loader (its order is recorded:
+        `tfft.order.DatasetOrder`); and for any other dataset that reshuffles each epoch,
+        in a seeded order of their own that changes each epoch as well
+        (`tfft.order.epoch_shuffle`, resumable), which is not the dataset's order.
+
+        Args:
+            extractor: the feature extractor (`split_at_features`).
+            data: the batched dataset the features are of.
+            seed: seed of the epoch order of a reshuffling dataset that is not a tfft one.
+            key: the extractor's `fingerprint` (computed when None).
+            batch_size: batch the features in batches of this size instead of `data`'s.
+            shuffle: `True` forces tfft's seeded per-epoch order, `False` the fixed order;
+                None (default) follows `data` as above.
+        """
         key = (key or fingerprint(extractor), id(data))
         entry = self._entries.get(key)
+        order = order_lib.order_of(data)
         if entry is None or entry.dataset is not data:
             self.misses += 1
-            entry = self._compute(extractor, data, key)
+            source = data if order is None or order.elements is None else order.elements.batch(order.batch_size)
+            entry = self._compute(extractor, source, key)
+            entry.dataset = data
             self._entries[key] = entry
         else:
             self.hits += 1
@@ -146,9 +166,17 @@ class FeatureStore:
             ds = tf.data.Dataset.from_tensor_slices(entry.tensors)
         else:
             ds = tf.data.Dataset.load(entry.path)
-        if shuffle:
+        batch = int(batch_size or (order.batch_size if order is not None and order.batch_size else entry.batch_size))
+        if shuffle is None and order is not None and order.elements is not None:
+            return order_lib.DatasetOrder(ds, order.examples, batch, order.buffer, order.seed).arrange(
+                ds).prefetch(tf.data.AUTOTUNE)
+        if shuffle or (shuffle is None and order_lib.reshuffles(data)):
+            if shuffle is None and not getattr(entry, "warned", False):
+                entry.warned = True
+                logger.info("The training dataset reshuffles each epoch; its cached features reshuffle each epoch "
+                            "too, in tfft's seeded order (seed %s), not in the dataset's own order.", seed or 0)
             ds = order_lib.epoch_shuffle(ds, _count(entry), 0 if seed is None else seed)
-        return ds.batch(entry.batch_size).prefetch(tf.data.AUTOTUNE)
+        return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
 
     def _compute(self, extractor, data, key):
         batches, batch_size, nbytes, path, writer_parts = [], None, 0, None, []

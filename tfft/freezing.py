@@ -15,6 +15,9 @@ counted in that order, the input layer included):
   and what follows them. Blocks are a backbone's repeated units: ResNet stages `conv2`..
   `conv5`, VGG `block1`..`block5`, BERT `transformer_layer_<i>`, EfficientNet `block<i>`.
 * several of these joined with `+` (or a list): their union, e.g. `"embeddings+bottom:4"`.
+* `"lora:<rank>"` (a spec of its own, see `tfft.lora`): the whole backbone frozen, with
+  trainable rank-`<rank>` LoRA adapters on its Dense / EinsumDense projections (BERT: query
+  and value); the same for `freeze` and `unfreeze`, e.g. `fine_tune(..., unfreeze="lora:8")`.
 
 Layers the model does not use (`model.tfft_info["unused_layers"]`: BERT's [CLS] pooler
 `pooled_dense` under `pooling="mean"`) stay frozen whatever the spec.
@@ -60,11 +63,15 @@ class FreezeSummary:
         )
 
 
-def _backbone(model):
+def get_backbone(model):
+    """The layer named `"backbone"`, or the model itself when it has none."""
     try:
         return model.get_layer("backbone")
     except ValueError:
         return model
+
+
+_backbone = get_backbone  # TODO(layout): callers still being moved to the public name
 
 
 def backbone_layers(backbone):
@@ -90,7 +97,8 @@ def block_index(backbone, pattern):
     return blocks, len(seen)
 
 
-def _block_pattern(model, backbone):
+def block_pattern(model, backbone):
+    """The registry's block regex of the model's backbone (or one recognized from its layer names), or None."""
     from tfft import backbones as backbones_lib
 
     info = getattr(model, "tfft_info", {}) or {}
@@ -117,7 +125,7 @@ def resolve_spec(model, spec, *, from_top=False):
         ValueError: a spec that names no layer, a layer that does not exist, or a form that
             is not understood; the message lists close layer names.
     """
-    backbone = _backbone(model)
+    backbone = get_backbone(model)
     layers = backbone_layers(backbone)
     names = [layer.name for layer in layers]
     chosen = set()
@@ -177,6 +185,9 @@ def _resolve_term(model, backbone, layers, names, term, from_top):
     if not isinstance(term, str):
         raise ValueError(f"Freeze spec {term!r} is not understood; see tfft.freezing for the forms.")
     kind, _, arg = term.partition(":")
+    if kind == "lora":  # tfft.lora
+        raise ValueError(f"Freeze spec {term!r}: 'lora:<rank>' is a spec of its own; pass it alone to freeze / "
+                         "unfreeze (not joined with '+', nor with gradual unfreezing).")
     if kind in ("until", "from"):
         if arg not in names:
             raise ValueError(
@@ -206,7 +217,7 @@ def _resolve_term(model, backbone, layers, names, term, from_top):
 
 
 def _resolve_blocks(model, backbone, names, kind, arg, term):
-    pattern = _block_pattern(model, backbone)
+    pattern = block_pattern(model, backbone)
     if pattern is None:
         raise ValueError(f"Freeze spec {term!r}: this backbone has no known block structure; use 're:' or 'until:'.")
     blocks, n_blocks = block_index(backbone, pattern)
@@ -224,7 +235,7 @@ def _resolve_blocks(model, backbone, names, kind, arg, term):
 
 
 def _apply(model, frozen_names, train_batchnorm):
-    backbone = _backbone(model)
+    backbone = get_backbone(model)
     # Layer.trainable recurses into sublayers, but not through a Functional model's layer
     # list: reset every layer of the model and of the backbone explicitly.
     for layer in [model, backbone] + list(model.layers) + backbone_layers(backbone):
@@ -246,7 +257,7 @@ def _apply(model, frozen_names, train_batchnorm):
 
 def summarize(model, frozen_batchnorm=None):
     """A `FreezeSummary` of the model as it stands."""
-    backbone = _backbone(model)
+    backbone = get_backbone(model)
     if frozen_batchnorm is None:
         frozen_batchnorm = sum(
             1 for layer in backbone._flatten_layers(include_self=True, recursive=True)
@@ -261,6 +272,14 @@ def summarize(model, frozen_batchnorm=None):
         trainable_layers=[layer.name for layer in backbone_layers(backbone) if layer.trainable],
         frozen_batchnorm=frozen_batchnorm,
     )
+
+
+def _lora(model, spec):  # tfft.lora
+    """`tfft.lora.enable_lora(model, rank)` for a `"lora:<rank>"` spec; None for any other spec."""
+    from tfft import lora
+
+    rank = lora.parse_spec(spec)
+    return lora.enable_lora(model, rank) if rank else None
 
 
 def freeze(model, spec="backbone", *, train_batchnorm=False):
@@ -284,6 +303,8 @@ def freeze(model, spec="backbone", *, train_batchnorm=False):
     >>> print(tfft.freeze(model, "re:conv[1-4]_.*"))  # doctest: +ELLIPSIS
     trainable params: ...
     """
+    if (lora_summary := _lora(model, spec)) is not None:  # tfft.lora: "lora:<rank>"
+        return lora_summary
     frozen = {layer.name for layer in resolve_spec(model, spec)}
     return _apply(model, frozen, train_batchnorm)
 
@@ -293,7 +314,12 @@ def unfreeze(model, spec, *, train_batchnorm=False):
 
     Ints and fractions count from the top (`unfreeze(model, 10)`: the last 10 layers).
     """
-    backbone = _backbone(model)
+    if (lora_summary := _lora(model, spec)) is not None:  # tfft.lora: "lora:<rank>"
+        return lora_summary
+    backbone = get_backbone(model)
     trainable = {layer.name for layer in resolve_spec(model, spec, from_top=True)}
     frozen = {layer.name for layer in backbone_layers(backbone) if layer.name not in trainable}
     return _apply(model, frozen, train_batchnorm)
+
+
+_block_pattern = block_pattern  # TODO(layout): callers still being moved to the public name

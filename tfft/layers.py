@@ -11,6 +11,8 @@ from keras import ops
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)
 _TORCH_STD = (0.229, 0.224, 0.225)
+# How TextPreprocessor pads: to the longest sequence of each batch, or to sequence_length.
+PAD_TO = ("batch", "max")
 
 
 @keras.saving.register_keras_serializable(package="tfft")
@@ -62,16 +64,37 @@ class TextPreprocessor(keras.layers.Layer):
     inside, so the model takes raw strings. The wrapper declares its output spec up front:
     a saved model can then be rebuilt before the tokenizer's vocabulary asset is restored.
 
+    With `pad_to="batch"` each batch is padded to its own longest sequence ([CLS] and
+    [SEP] included), at most `sequence_length`: a batch of short sentences costs what
+    its tokens cost, not what `sequence_length` tokens would. The tokens of each example
+    are those of fixed-length padding (truncation happens at `sequence_length` either
+    way), and the padding mask hides the rest, so predictions equal those of
+    `pad_to="max"` up to float rounding.
+
     Args:
         preprocessor: a `keras_hub.models.TextClassifierPreprocessor` (e.g.
             `BertTextClassifierPreprocessor`) with `sequence_length` set.
+        pad_to: `"batch"` (the longest sequence of the batch, capped at `sequence_length`)
+            or `"max"` (always `sequence_length`). Saved models without this setting load
+            as `"max"`, the padding they were trained with.
+
+    Example:
+    >>> import keras_hub
+    >>> vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "movie"]
+    >>> tokenizer = keras_hub.models.BertTokenizer(vocabulary=vocab)
+    >>> hub = keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=8)
+    >>> TextPreprocessor(hub)(["a movie", "a"])["token_ids"].shape
+    TensorShape([2, 4])
     """
 
-    def __init__(self, preprocessor, **kwargs):
+    def __init__(self, preprocessor, pad_to="batch", **kwargs):
         super().__init__(**kwargs)
+        if pad_to not in PAD_TO:
+            raise ValueError(f"Unknown pad_to {pad_to!r}; use one of {PAD_TO}.")
         if isinstance(preprocessor, dict):
             preprocessor = keras.saving.deserialize_keras_object(preprocessor)
         self.preprocessor = preprocessor
+        self.pad_to = pad_to
 
     @property
     def sequence_length(self):
@@ -85,11 +108,32 @@ class TextPreprocessor(keras.layers.Layer):
             inputs = tuple(inputs)
         # By keyword: keras-hub reads a positional tuple as (x, y), so a sentence pair
         # (first, second) would tokenize the first sentence only and drop the second.
-        return self.preprocessor(x=inputs)
+        tokens = self.preprocessor(x=inputs)
+        if self.pad_to == "max":
+            return tokens
+        return self._trim_to_longest(tokens)
+
+    def _trim_to_longest(self, tokens):
+        """Cuts the padding columns that every example of the batch has.
+
+        keras-hub's packer takes a `sequence_length=` but reads it as a Python number
+        (`sequence_length or self.sequence_length`), which a traced batch length is not;
+        packing to `sequence_length` and slicing is as cheap next to the encoder and gives
+        the same tokens.
+        """
+        mask = tokens["padding_mask"]
+        width = ops.shape(mask)[-1]
+        positions = ops.arange(1, width + 1, dtype="int32")
+        # The last real token's position + 1 (a "[PAD]" inside a sentence does not end it).
+        ends = ops.where(mask, positions, ops.zeros_like(positions))
+        length = ops.maximum(ops.max(ends), 1)
+        if getattr(getattr(self.preprocessor, "packer", None), "padding_side", "right") == "left":
+            return {key: value[..., width - length:] for key, value in tokens.items()}
+        return {key: value[..., :length] for key, value in tokens.items()}
 
     def compute_output_spec(self, inputs):
         first = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
-        shape = (first.shape[0], self.sequence_length)
+        shape = (first.shape[0], self.sequence_length if self.pad_to == "max" else None)
         return {
             "token_ids": keras.KerasTensor(shape, dtype="int32"),
             "segment_ids": keras.KerasTensor(shape, dtype="int32"),
@@ -99,4 +143,11 @@ class TextPreprocessor(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config["preprocessor"] = keras.saving.serialize_keras_object(self.preprocessor)
+        config["pad_to"] = self.pad_to
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config.setdefault("pad_to", "max")  # saved before tfft padded per batch
+        return cls(**config)

@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfft import features as features_lib
+from tfft import recipe as recipe_lib
 from tfft import io
 
 logger = logging.getLogger("tfft")
@@ -144,12 +145,12 @@ def suggest(learning_rates, smoothed_losses, *, skip_start=None, skip_end=None):
 
 def _as_batches(data, batch_size):
     from tfft.data import DataBundle
-    from tfft.finetune import _as_dataset
+    from tfft.batches import as_batches
 
     if isinstance(data, DataBundle):
         data = data.train
     if isinstance(data, (tuple, list)) and len(data) in (2, 3) and not isinstance(data[0], tf.data.Dataset):
-        data = _as_dataset(tuple(data), batch_size, True, None)
+        data = as_batches(tuple(data), batch_size, shuffle=True)
     if not isinstance(data, tf.data.Dataset):
         raise TypeError("data must be a tf.data.Dataset of (x, y[, sample_weight]) batches, a DataBundle, "
                         f"or an (x, y) pair of arrays; got {type(data).__name__}.")
@@ -200,20 +201,15 @@ def _fresh_optimizer(model, optimizer, learning_rate):
 
 
 def _maybe_cached(model, data, cache_features):
-    """`(model_to_step, batches)`: the head on cached features where that is exact."""
-    if cache_features is False:
-        return model, data
-    from tfft import data as data_lib
-
-    ok = (features_lib.backbone_is_frozen(model) and not features_lib.has_random_preprocessing(model)
-          and not data_lib.is_augmented(data) and int(data.cardinality()) != tf.data.INFINITE_CARDINALITY)
-    if ok:
+    """`(model_to_step, batches)`: the head on cached features where that is exact
+    (`tfft.recipe.cache_decision`, the rule `fine_tune`'s head phase follows)."""
+    use, _ = recipe_lib.cache_decision(model, data, cache_features)
+    if use:
         extractor, head = features_lib.split_at_features(model)
         if head is not None:
-            return head, features_lib.default_store.dataset(extractor, data, shuffle=True)
-    if cache_features is True:
-        raise ValueError("cache_features=True needs a frozen backbone, no random layers before it, "
-                         "and non-augmented, finite data.")
+            return head, features_lib.default_store.dataset(extractor, data)
+        if cache_features is True:
+            raise ValueError("cache_features=True but the model's head is not a simple chain of head_* layers.")
     return model, data
 
 

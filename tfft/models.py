@@ -5,6 +5,7 @@ import os
 
 import keras
 import numpy as np
+from keras.src.models import functional as keras_functional  # private: see BUILD_NOTES, "Private APIs"
 
 from tfft import backbones as backbones_lib
 from tfft.errors import did_you_mean
@@ -17,7 +18,7 @@ _IMAGE_POOLING = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layer
 _TEXT_POOLING = ("cls", "mean")
 
 
-def _as_string_array(x):
+def as_string_array(x):
     """Python lists of strings (and NumPy unicode arrays) become object arrays Keras accepts."""
     if isinstance(x, str):
         return np.array([x], dtype=object)
@@ -26,7 +27,7 @@ def _as_string_array(x):
     if isinstance(x, (list, tuple)) and x and all(isinstance(s, str) for s in x):
         return np.array(x, dtype=object)
     if isinstance(x, (list, tuple)) and x and all(isinstance(s, (list, tuple, np.ndarray)) for s in x):
-        return type(x)(_as_string_array(s) for s in x)
+        return type(x)(as_string_array(s) for s in x)
     return x
 
 
@@ -63,14 +64,70 @@ class TransferModel(keras.Model):
         model.tfft_info = dict(info or {})
         return model
 
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        """The functional graph; a fully frozen backbone runs in inference mode.
+
+        While no weight of the backbone trains (the head phase), it runs with
+        `training=False` also in `fit`: dropout and stochastic depth inside it are off and
+        its features are those of inference, as the Keras transfer-learning guide's
+        `base_model(x, training=False)` intends (Keras 3 would pass `training=True`
+        through). So the head phase computes what `tfft.features` caches, and a cached
+        head phase trains the same model. Once any backbone weight trains, the backbone
+        runs in training mode as usual (BatchNormalization stays frozen by its own
+        `trainable=False`, see `tfft.freeze`).
+        """
+        if training and mask is None and self._backbone_is_frozen():
+            backbone = self.get_layer("backbone")
+            flat = self._standardize_inputs(inputs)
+            outputs = self._run_through_graph(flat, operation_fn=lambda op: keras_functional.operation_fn(
+                op, training=op is not backbone, **kwargs))
+            return keras_functional.unpack_singleton(outputs)
+        return super().call(inputs, training=training, mask=mask, **kwargs)
+
+    def _backbone_is_frozen(self):
+        try:
+            backbone = self.get_layer("backbone")
+        except ValueError:
+            return False
+        return bool(backbone.weights) and not backbone.trainable_weights
+
     def fit(self, x=None, y=None, *args, **kwargs):
-        return super().fit(_as_string_array(x), _as_array(y), *args, **kwargs)
+        return super().fit(as_string_array(x), _as_array(y), *args, **kwargs)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
-        return super().evaluate(_as_string_array(x), _as_array(y), *args, **kwargs)
+        return super().evaluate(as_string_array(x), _as_array(y), *args, **kwargs)
 
     def predict(self, x, *args, **kwargs):
-        return super().predict(_as_string_array(x), *args, **kwargs)
+        return super().predict(as_string_array(x), *args, **kwargs)
+
+
+def draw_head_seed():
+    """A seed for a new head from NumPy's global generator (`keras.utils.set_random_seed` seeds it)."""
+    return int(np.random.randint(0, 2**31 - 1 - 10_000))
+
+
+def seed_head(model, seed):
+    """Initializes the `head_*` layers from `seed` alone: Dense kernels Glorot-uniform, biases
+    zero, Dropout seed states. A head then starts the same whether it was built with its
+    backbone (`build_model`) or put on a shared one (`TransferHyperModel`'s head-only trials),
+    whatever building the backbone drew from the global generators.
+
+    Example:
+    >>> a = build_model("vgg16", num_classes=2, weights=None, input_shape=(32, 32, 3))
+    >>> b = build_model("vgg16", num_classes=2, weights=None, input_shape=(32, 32, 3))
+    >>> seed_head(a, 7); seed_head(b, 7)
+    >>> bool(np.array_equal(a.get_layer("head_logits").kernel, b.get_layer("head_logits").kernel))
+    True
+    """
+    heads = [layer for layer in model.layers if layer.name.startswith("head_")]
+    for i, layer in enumerate(heads):
+        if isinstance(layer, keras.layers.Dense):
+            layer.kernel.assign(keras.initializers.GlorotUniform(seed=seed + i)(tuple(layer.kernel.shape)))
+            if layer.bias is not None:
+                layer.bias.assign(keras.ops.zeros(tuple(layer.bias.shape), dtype=layer.bias.dtype))
+        for j, generator in enumerate(getattr(layer, "_seed_generators", ())):
+            generator.state.assign(keras.ops.convert_to_tensor([seed + 5_000 + 10 * i + j, 0],
+                                                               dtype=generator.state.dtype))
 
 
 def model_info(model):
@@ -109,6 +166,8 @@ def _check_image_shape(input_shape, spec_name, weights):
 
 def _resolve_image(spec, input_shape, weights):
     shape = _check_image_shape(input_shape or spec.input_shape, spec.name, weights)
+    if weights is not None and (warning := backbones_lib.check_input_size(spec, shape)):
+        logger.warning(warning)
     backbone = spec.build(input_shape=shape, weights=weights)
     backbone.name = "backbone"
     return backbone, spec.preprocessing(), shape
@@ -147,7 +206,7 @@ def _text_backbone_from_model(backbone, preprocessor, sequence_length):
 # --------------------------------------------------------------------------------------------
 
 
-def _output_units(task, num_classes):
+def output_units(task, num_classes):
     if task not in TASKS:
         raise ValueError(f"Unknown task {task!r}.{did_you_mean(task, TASKS)} Choose one of {TASKS}.")
     if task == "binary":
@@ -161,7 +220,7 @@ def _output_units(task, num_classes):
     return int(num_classes)
 
 
-def _head(features, *, task, units, dropout, head_units, l2, pool_layer=None):
+def add_head(features, *, task, units, dropout, head_units, l2, pool_layer=None):
     """Dropout, optional hidden layers, the output layer; every layer named `head_*`."""
     regularizer = keras.regularizers.L2(l2) if l2 else None
     x = pool_layer(features) if pool_layer is not None else features
@@ -198,6 +257,7 @@ def build_model(
     pooling=None,
     sequence_length=None,
     sentence_pairs=False,
+    pad_to="batch",
     preprocessor=None,
     class_names=None,
     train_batchnorm=False,
@@ -229,6 +289,9 @@ def build_model(
             share it); capped at the backbone's maximum. Default: 128 for a preset, the
             preprocessor's own for `preprocessor=` or a `.keras` file.
         sentence_pairs: text models: take two string inputs, e.g. (premise, hypothesis).
+        pad_to: text models: `"batch"` (default) pads each batch to its longest sequence,
+            at most `sequence_length`, so short texts run faster; `"max"` always pads to
+            `sequence_length`. Both predict the same (padding is masked).
         preprocessor: text models built from a keras-hub backbone object: its keras-hub
             `TextClassifierPreprocessor`.
         class_names: optional names of the classes, stored with the model.
@@ -248,7 +311,8 @@ def build_model(
     """
     from tfft.freezing import freeze as freeze_fn
 
-    units = _output_units(task, num_classes)
+    head_seed = draw_head_seed()  # first, so the head does not depend on what building the backbone draws
+    units = output_units(task, num_classes)
     info = {"task": task, "num_classes": int(num_classes) if num_classes else units, "weights": _weights_tag(weights)}
     if class_names is not None:
         info["class_names"] = [str(c) for c in class_names]
@@ -260,10 +324,12 @@ def build_model(
     info["modality"] = modality
     if modality == "text":
         model = _build_text(parts, task=task, units=units, dropout=dropout, head_units=head_units, l2=l2,
-                            pooling=pooling or "cls", sentence_pairs=sentence_pairs, name=name, info=info)
+                            pooling=pooling or "cls", sentence_pairs=sentence_pairs, pad_to=pad_to, name=name,
+                            info=info)
     else:
         model = _build_image(parts, task=task, units=units, dropout=dropout, head_units=head_units, l2=l2,
                              pooling=pooling or "avg", name=name, info=info)
+    seed_head(model, head_seed)
     freeze_fn(model, freeze, train_batchnorm=train_batchnorm)
     return model
 
@@ -277,7 +343,7 @@ def _weights_tag(weights):
 def _resolve_backbone(backbone, weights, input_shape, sequence_length, preprocessor):
     """Returns `(modality, parts)` where parts holds backbone, preprocessing and info."""
     if isinstance(backbone, keras.Model):
-        is_text = _is_keras_hub_text_backbone(backbone)
+        is_text = is_keras_hub_text_backbone(backbone)
         if is_text:
             bb, pre = _text_backbone_from_model(backbone, preprocessor, sequence_length)
             bb.name = "backbone"
@@ -329,7 +395,7 @@ def _keras_hub_image_preset(path, weights, input_shape):
     return {"backbone": bb, "preprocessing": converter, "input_shape": input_shape, "info": {"backbone": path}}
 
 
-def _is_keras_hub_text_backbone(model):
+def is_keras_hub_text_backbone(model):
     try:
         import keras_hub
     except ImportError:  # pragma: no cover
@@ -352,16 +418,16 @@ def _build_image(parts, *, task, units, dropout, head_units, l2, pooling, name, 
         if pooling not in _IMAGE_POOLING:
             raise ValueError(f"Unknown pooling {pooling!r} for images; use one of {sorted(_IMAGE_POOLING)}.")
         pool_layer = _IMAGE_POOLING[pooling](name="head_pool")
-    outputs = _head(features, task=task, units=units, dropout=0.2 if dropout is None else dropout,
+    outputs = add_head(features, task=task, units=units, dropout=0.2 if dropout is None else dropout,
                     head_units=head_units, l2=l2, pool_layer=pool_layer)
     info.update(input_shape=list(shape), pooling=pooling)
     return TransferModel(inputs, outputs, name=name, tfft_info=info)
 
 
-def _build_text(parts, *, task, units, dropout, head_units, l2, pooling, sentence_pairs, name, info):
+def _build_text(parts, *, task, units, dropout, head_units, l2, pooling, sentence_pairs, pad_to, name, info):
     if pooling not in _TEXT_POOLING:
         raise ValueError(f"Unknown pooling {pooling!r} for text; use one of {_TEXT_POOLING}.")
-    preprocessing = TextPreprocessor(parts["preprocessor"], name="preprocessing")
+    preprocessing = TextPreprocessor(parts["preprocessor"], pad_to=pad_to, name="preprocessing")
     if sentence_pairs:
         inputs = [keras.Input(shape=(), dtype="string", name="text_a"),
                   keras.Input(shape=(), dtype="string", name="text_b")]
@@ -376,10 +442,10 @@ def _build_text(parts, *, task, units, dropout, head_units, l2, pooling, sentenc
         features = keras.layers.GlobalAveragePooling1D(name="head_pool")(
             outputs["sequence_output"], mask=tokens["padding_mask"]
         )
-    outputs = _head(features, task=task, units=units, dropout=0.1 if dropout is None else dropout,
+    outputs = add_head(features, task=task, units=units, dropout=0.1 if dropout is None else dropout,
                     head_units=head_units, l2=l2)
     info.update(sequence_length=int(preprocessing.sequence_length), pooling=pooling,
-                sentence_pairs=bool(sentence_pairs))
+                sentence_pairs=bool(sentence_pairs), pad_to=pad_to)
     if pooling == "mean":
         # The [CLS] pooler feeds nothing: freezing specs leave it frozen, so that no optimizer
         # keeps slots for it and Keras does not warn of variables without gradients.

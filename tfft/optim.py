@@ -1,8 +1,10 @@
 """`compile_model`: optimizer, learning-rate schedule, task loss and metrics.
 
 Everything here is Keras's own (optimizers, schedules, losses, metrics); tfft adds a warmup
-wrapper for any schedule, a sparse-label front for `F1Score` and label smoothing, and
-layer-wise learning-rate decay as a per-variable multiplier inside `update_step`.
+wrapper for any schedule, a sparse-label front for `F1Score` and label smoothing, layer-wise
+learning-rate decay as a per-variable multiplier inside `update_step`, a loss and metrics that
+take soft labels (MixUp / CutMix batches) as well as hard ones, and the callbacks that make
+validation, checkpoints and the final weights those of the optimizer's moving average (EMA).
 """
 
 import logging
@@ -200,9 +202,28 @@ def make_optimizer(
     nesterov=False,
     clipnorm=None,
     lr_multipliers=None,
+    ema=None,
 ):
-    """A Keras optimizer by name; weight decay (decoupled) skips biases and norm scales."""
+    """A Keras optimizer by name; weight decay (decoupled) skips biases and norm scales.
+
+    Args:
+        optimizer: `"adam"`, `"adamw"`, `"sgd"`, `"rmsprop"`, or an optimizer instance
+            (returned as it is).
+        learning_rate: a float or a `LearningRateSchedule`.
+        weight_decay: decoupled weight decay, not on biases and normalization.
+        momentum, nesterov: for SGD.
+        clipnorm: gradient clipping by norm.
+        lr_multipliers: per-variable rate multipliers (`layerwise_multipliers`).
+        ema: `True` (momentum `DEFAULT_EMA_MOMENTUM`) or a momentum in (0, 1): the optimizer
+            keeps an exponential moving average of the weights (Keras's `use_ema`).
+
+    Example:
+    >>> opt = make_optimizer("sgd", 0.1, ema=0.999)
+    >>> opt.use_ema, opt.ema_momentum
+    (True, 0.999)
+    """
     if isinstance(optimizer, keras.optimizers.Optimizer):
+        _check_instance_ema(optimizer, ema)
         return optimizer
     name = str(optimizer).lower()
     if name not in _CLASSES:
@@ -221,6 +242,9 @@ def make_optimizer(
         kwargs["weight_decay"] = float(weight_decay)
     if name == "sgd":
         kwargs.update(momentum=momentum, nesterov=nesterov)
+    ema_momentum = _ema_momentum(ema)
+    if ema_momentum is not None:
+        kwargs.update(use_ema=True, ema_momentum=ema_momentum)
     opt = cls(**kwargs)
     if weight_decay:
         opt.exclude_from_weight_decay(var_names=NO_DECAY)
@@ -232,12 +256,33 @@ def make_optimizer(
 # --------------------------------------------------------------------------------------------
 
 
+def is_soft_labels(y_true, y_pred):
+    """Whether `y_true` holds one vector per example (one-hot, smoothed, mixed) rather than class
+    indices: it has `y_pred`'s rank and a last axis other than 1 (static shapes).
+
+    Example:
+    >>> is_soft_labels(ops.zeros((4, 3)), ops.zeros((4, 3))), is_soft_labels(ops.zeros((4,)), ops.zeros((4, 3)))
+    (True, False)
+    """
+    return len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] != 1
+
+
 @keras.saving.register_keras_serializable(package="tfft")
 class SparseCategoricalCrossentropy(keras.losses.Loss):
-    """Sparse (integer-label) categorical cross-entropy with label smoothing.
+    """Categorical cross-entropy on integer labels or on soft label vectors, with label smoothing.
 
-    `keras.losses.SparseCategoricalCrossentropy` has no `label_smoothing`; this one
-    one-hot encodes the labels and calls Keras's `categorical_crossentropy`.
+    Integer labels (`(batch,)` or `(batch, 1)`) get Keras's sparse categorical cross-entropy
+    (one-hot encoded first when smoothing, since `keras.losses.SparseCategoricalCrossentropy`
+    has no `label_smoothing`); label vectors of the prediction's shape (one-hot, or mixed by
+    MixUp / CutMix: `tfft.data.augment.mix_batches`) get `categorical_crossentropy`, smoothed
+    alike. The model outputs probabilities.
+
+    Example:
+    >>> import numpy as np
+    >>> loss = SparseCategoricalCrossentropy(label_smoothing=0.1)
+    >>> p = np.array([[0.7, 0.2, 0.1]], "float32")
+    >>> bool(np.isclose(loss(np.array([0]), p), loss(np.array([[1.0, 0.0, 0.0]]), p)))
+    True
     """
 
     def __init__(self, label_smoothing=0.0, name="sparse_categorical_crossentropy", **kwargs):
@@ -245,9 +290,14 @@ class SparseCategoricalCrossentropy(keras.losses.Loss):
         self.label_smoothing = float(label_smoothing)
 
     def call(self, y_true, y_pred):
-        labels = ops.cast(ops.reshape(y_true, ops.shape(y_pred)[:-1]), "int32")
-        one_hot = ops.one_hot(labels, ops.shape(y_pred)[-1], dtype=y_pred.dtype)
-        return keras.losses.categorical_crossentropy(one_hot, y_pred, label_smoothing=self.label_smoothing)
+        if is_soft_labels(y_true, y_pred):
+            target = ops.cast(y_true, y_pred.dtype)
+        elif not self.label_smoothing:
+            return keras.losses.sparse_categorical_crossentropy(y_true, y_pred)
+        else:
+            labels = ops.cast(ops.reshape(y_true, ops.shape(y_pred)[:-1]), "int32")
+            target = ops.one_hot(labels, ops.shape(y_pred)[-1], dtype=y_pred.dtype)
+        return keras.losses.categorical_crossentropy(target, y_pred, label_smoothing=self.label_smoothing)
 
     def get_config(self):
         config = super().get_config()
@@ -280,12 +330,87 @@ class F1Score(keras.metrics.F1Score):
         return config
 
 
-def default_loss(task, label_smoothing=0.0):
-    """The loss for `task` (models output probabilities, not logits)."""
+def hard_labels(y_true, y_pred, task):
+    """The hard labels behind `y_true`: the argmax of soft label vectors (multiclass), float
+    targets thresholded at 0.5 (binary / multilabel); hard labels come back as they are.
+
+    Example:
+    >>> hard_labels(ops.convert_to_tensor([[0.3, 0.7]]), ops.zeros((1, 2)), "multiclass").numpy().tolist()
+    [1]
+    """
+    y_true = ops.convert_to_tensor(y_true)
     if task == "multiclass":
-        if label_smoothing:
-            return SparseCategoricalCrossentropy(label_smoothing=label_smoothing)
-        return keras.losses.SparseCategoricalCrossentropy()
+        return ops.argmax(y_true, axis=-1) if is_soft_labels(y_true, y_pred) else y_true
+    if task in ("binary", "multilabel") and "float" in str(y_true.dtype):
+        return ops.cast(ops.greater_equal(y_true, 0.5), y_true.dtype)  # 0/1 labels stay as they are
+    return y_true
+
+
+@keras.saving.register_keras_serializable(package="tfft")
+class HardLabelMetric(keras.metrics.Metric):
+    """Scores `metric` against hard labels, also when the batches carry soft ones.
+
+    MixUp / CutMix training batches carry mixed label vectors; accuracy, top-5 and F1 are
+    computed against their argmax, precision / recall / AUC / accuracy of binary and
+    multilabel heads against the targets thresholded at 0.5 (`hard_labels`). Hard labels
+    (validation data, unmixed training) reach `metric` unchanged, so its values are the same
+    as without the wrapper. Name, result and state are `metric`'s.
+
+    Args:
+        metric: a `keras.metrics.Metric` (or its config / name).
+        task: `"multiclass"`, `"binary"` or `"multilabel"`.
+
+    Example:
+    >>> import numpy as np
+    >>> acc = HardLabelMetric(keras.metrics.SparseCategoricalAccuracy(name="accuracy"), "multiclass")
+    >>> _ = acc.update_state(np.array([[0.8, 0.2], [0.4, 0.6]]), np.array([[0.9, 0.1], [0.8, 0.2]]))
+    >>> acc.name, float(acc.result())
+    ('accuracy', 0.5)
+    """
+
+    def __init__(self, metric, task="multiclass", name=None, dtype=None):
+        metric = metric if isinstance(metric, keras.metrics.Metric) else keras.metrics.get(metric)
+        super().__init__(name=name or metric.name, dtype=dtype or metric.dtype)
+        self.metric = metric
+        self.task = task
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_pred = ops.convert_to_tensor(y_pred)
+        return self.metric.update_state(hard_labels(y_true, y_pred, self.task), y_pred, sample_weight=sample_weight)
+
+    def result(self):
+        return self.metric.result()
+
+    def reset_state(self):
+        self.metric.reset_state()
+
+    def get_config(self):
+        return {"metric": keras.metrics.serialize(self.metric), "task": self.task, "name": self.name,
+                "dtype": self.dtype}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["metric"] = keras.metrics.deserialize(config["metric"])
+        return cls(**config)
+
+
+def default_loss(task, label_smoothing=0.0):
+    """The loss for `task` (models output probabilities, not logits).
+
+    Every classification loss takes hard and soft labels alike: multiclass integer labels or
+    label vectors (`SparseCategoricalCrossentropy`), binary / multilabel 0/1 or mixed targets
+    (Keras's `BinaryCrossentropy`). `label_smoothing` applies to both.
+
+    Example:
+    >>> import numpy as np
+    >>> loss = default_loss("multiclass", label_smoothing=0.1)
+    >>> p = np.array([[0.6, 0.4]], "float32")
+    >>> bool(np.isclose(loss(np.array([1]), p), loss(np.array([[0.0, 1.0]]), p)))
+    True
+    """
+    if task == "multiclass":
+        return SparseCategoricalCrossentropy(label_smoothing=label_smoothing)
     if task in ("binary", "multilabel"):
         return keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
     if task == "regression":
@@ -295,15 +420,22 @@ def default_loss(task, label_smoothing=0.0):
 
 def default_metrics(task, num_classes=None):
     """Keras metrics that fit `task`: accuracy (and top-5 past 5 classes), F1, precision,
-    recall and AUC for binary / multilabel; MAE and RMSE for regression."""
+    recall and AUC for binary / multilabel; MAE and RMSE for regression.
+
+    The classification metrics are wrapped in `HardLabelMetric`: they take the soft labels of
+    MixUp / CutMix batches as well as hard labels (then their values are the plain metrics').
+
+    Example:
+    >>> [m.name for m in default_metrics("multiclass", num_classes=10)]
+    ['accuracy', 'top5_accuracy', 'f1']
+    """
     if task == "multiclass":
         metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
         if num_classes and num_classes > 5:
             metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy"))
         metrics.append(F1Score(average="macro", name="f1"))
-        return metrics
-    if task in ("binary", "multilabel"):
-        return [
+    elif task in ("binary", "multilabel"):
+        metrics = [
             keras.metrics.BinaryAccuracy(name="accuracy"),
             keras.metrics.Precision(name="precision"),
             keras.metrics.Recall(name="recall"),
@@ -312,9 +444,123 @@ def default_metrics(task, num_classes=None):
             # (average=None gives shape (1,), which TensorBoard and the CSV log reject).
             F1Score(average="macro", threshold=0.5, name="f1", sparse=False),
         ]
-    if task == "regression":
+    elif task == "regression":
         return [keras.metrics.MeanAbsoluteError(name="mae"), keras.metrics.RootMeanSquaredError(name="rmse")]
-    raise ValueError(f"Unknown task {task!r}.")
+    else:
+        raise ValueError(f"Unknown task {task!r}.")
+    return [HardLabelMetric(metric, task) for metric in metrics]
+
+
+# --------------------------------------------------------------------------------------------
+# Weight averaging (EMA)
+# --------------------------------------------------------------------------------------------
+
+DEFAULT_EMA_MOMENTUM = 0.99  # Keras's default; runs of a few hundred steps need no more
+
+
+def _ema_momentum(ema):
+    """`ema=` as a momentum, or None when off."""
+    if ema is None or ema is False:
+        return None
+    if ema is True:
+        return DEFAULT_EMA_MOMENTUM
+    if isinstance(ema, (int, float)) and 0.0 < float(ema) < 1.0:
+        return float(ema)
+    raise ValueError(f"ema= takes True (momentum {DEFAULT_EMA_MOMENTUM}) or a momentum in (0, 1) such as 0.999; "
+                     f"got {ema!r}.")
+
+
+def _check_instance_ema(optimizer, ema):
+    """An optimizer instance keeps its own EMA settings: `ema=` may only agree with them."""
+    momentum = _ema_momentum(ema)
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    if momentum is None or (inner.use_ema and (ema is True or inner.ema_momentum == momentum)):
+        return
+    raise ValueError(
+        f"ema={ema!r} cannot change the optimizer instance you passed ({type(inner).__name__}, "
+        f"use_ema={inner.use_ema}): create it with use_ema=True, ema_momentum=... yourself, or pass its name "
+        f"(e.g. optimizer={type(inner).__name__.lower()!r}) with ema=."
+    )
+
+
+def uses_ema(optimizer):
+    """Whether `optimizer` (a loss-scale wrapper's inner one included) keeps a weight average.
+
+    Example:
+    >>> uses_ema(make_optimizer("adam", ema=True)), uses_ema(make_optimizer("adam"))
+    (True, False)
+    """
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    return bool(getattr(inner, "use_ema", False))
+
+
+class EMAWeights(keras.callbacks.SwapEMAWeights):
+    """Puts the optimizer's EMA weights in the model for validation and at each epoch's end.
+
+    Keras's `SwapEMAWeights(swap_on_epoch=True)` swaps the weights in at an epoch's end for the
+    callbacks after it, and back at the next epoch's start; but a run that early stopping
+    (or TerminateOnNaN) ends before the last epoch then ends with the raw weights, and a
+    backup taken while they are swapped resumes with the two sets exchanged. Here
+    `self.swap_back`, a second callback, swaps them back at the end of the same epoch: put
+    this one before the checkpoint and early-stopping callbacks and `swap_back` before
+    `BackupAndRestore` (`ema_callbacks` does). Validation swaps as in Keras's.
+    """
+
+    def __init__(self):
+        super().__init__(swap_on_epoch=False)
+        self.swap_back = _SwapBackEMA(self)
+
+    def on_train_begin(self, logs=None):
+        self._ema_weights_in_model = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self._ema_weights_in_model:
+            self._swap_variables()
+            self._ema_weights_in_model = True
+
+
+class _SwapBackEMA(keras.callbacks.Callback):
+    """The raw weights back in the model at an epoch's end (see `EMAWeights`)."""
+
+    def __init__(self, owner):
+        super().__init__()
+        self.owner = owner
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.owner._ema_weights_in_model:
+            self.owner._swap_variables()
+            self.owner._ema_weights_in_model = False
+
+
+def ema_callbacks(model, callbacks=()):
+    """`callbacks` with what makes a `fit` with an EMA optimizer validate, checkpoint and end
+    on the average's weights; `callbacks` as they are when the model's optimizer has no EMA.
+
+    `EMAWeights` goes first (so checkpoints, early stopping and logs after it see the average),
+    its `swap_back` just before the first `BackupAndRestore` (so backups hold the raw weights and
+    the average in the optimizer, and a resumed run goes on as the uninterrupted one). At the
+    end of `fit`, Keras's `finalize_variable_values` puts the average in the model.
+
+    Args:
+        model: a model compiled with `compile_model(..., ema=...)`.
+        callbacks: the `fit` callbacks (a list, e.g. `tfft.default_callbacks(...)`).
+
+    Returns:
+        A new list.
+
+    Example:
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    >>> model.compile(optimizer=make_optimizer("sgd", 0.1, ema=0.9), loss="mse")
+    >>> [type(c).__name__ for c in ema_callbacks(model, [keras.callbacks.TerminateOnNaN()])]
+    ['EMAWeights', 'TerminateOnNaN', '_SwapBackEMA']
+    """
+    callbacks = list(callbacks)
+    if not uses_ema(getattr(model, "optimizer", None)):
+        return callbacks
+    ema = EMAWeights()
+    at = next((i for i, cb in enumerate(callbacks) if isinstance(cb, keras.callbacks.BackupAndRestore)),
+              len(callbacks))
+    return [ema, *callbacks[:at], ema.swap_back, *callbacks[at:]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -347,6 +593,7 @@ def compile_model(
     layerwise_decay=None,
     task=None,
     steps_per_execution=1,
+    ema=None,
     **schedule_kwargs,
 ):
     """Compiles `model` with a named optimizer, a schedule, and the task's loss and metrics.
@@ -363,12 +610,20 @@ def compile_model(
         weight_decay: decoupled weight decay (not applied to biases and normalization
             scales/offsets).
         label_smoothing: for classification losses.
-        loss: `"auto"` (from the task) or any Keras loss.
-        metrics: `"auto"` (from the task) or a list of Keras metrics.
+        loss: `"auto"` (from the task: `default_loss`, which takes integer and soft labels
+            alike, so MixUp / CutMix batches need no other setting) or any Keras loss.
+        metrics: `"auto"` (from the task: `default_metrics`, scored against hard labels also
+            on soft-label batches) or a list of Keras metrics.
         jit_compile: passed to `Model.compile` (`"auto"`: Keras decides; off on CPU).
         layerwise_decay: a factor in (0, 1]: each backbone block below the top trains at
             the rate times this factor once more (the BERT / BEiT layer-wise decay recipe).
         task: overrides the task recorded on the model.
+        ema: `True` (momentum `DEFAULT_EMA_MOMENTUM`, 0.99) or a momentum in (0, 1): the
+            optimizer keeps an exponential moving average of the trainable weights (Keras's
+            `use_ema`), and `fit` ends with the average in the model. Fit with
+            `ema_callbacks(model, callbacks)` so that validation and checkpoints use it too.
+            With an optimizer instance, set `use_ema` on it instead (`ema=` is refused unless
+            it agrees).
         **schedule_kwargs: `alpha`, `decay_rate`, `step_boundaries`, `step_gamma` for
             `make_schedule`.
 
@@ -376,6 +631,7 @@ def compile_model(
         The model, compiled.
 
     Example:
+    >>> import tfft
     >>> model = tfft.build_model("vgg16", num_classes=4, weights=None, input_shape=(32, 32, 3))
     >>> _ = tfft.compile_model(model, optimizer="sgd", learning_rate=0.01, schedule="cosine",
     ...                        warmup_steps=10, decay_steps=100)
@@ -385,13 +641,13 @@ def compile_model(
     if task is None and (loss == "auto" or metrics == "auto"):
         raise ValueError("compile_model needs task= for a model that tfft.build_model did not build.")
     if isinstance(optimizer, keras.optimizers.Optimizer):
-        opt = optimizer
+        opt = make_optimizer(optimizer, ema=ema)  # the instance as it is (ema= only if it agrees)
     else:
         lr = default_learning_rate(model) if learning_rate is None else float(learning_rate)
         rate = make_schedule(lr, schedule, warmup_steps=warmup_steps, decay_steps=decay_steps, **schedule_kwargs)
         multipliers = layerwise_multipliers(model, layerwise_decay) if layerwise_decay else None
         opt = make_optimizer(optimizer, rate, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
-                             clipnorm=clipnorm, lr_multipliers=multipliers)
+                             clipnorm=clipnorm, lr_multipliers=multipliers, ema=ema)
     loss = default_loss(task, label_smoothing) if loss == "auto" else loss
     metrics = default_metrics(task, info.get("num_classes")) if metrics == "auto" else metrics
     model.compile(optimizer=opt, loss=loss, metrics=metrics, jit_compile=jit_compile,
@@ -415,4 +671,6 @@ def uses_schedule(optimizer):
 __all__ = [
     "compile_model", "make_schedule", "make_optimizer", "default_loss", "default_metrics", "WarmupSchedule",
     "F1Score", "SparseCategoricalCrossentropy", "layerwise_multipliers", "current_learning_rate",
+    "HardLabelMetric", "hard_labels", "is_soft_labels", "uses_ema", "EMAWeights", "ema_callbacks",
+    "DEFAULT_EMA_MOMENTUM",
 ]

@@ -7,9 +7,16 @@ datasets shuffle with `epoch_shuffle`: the shuffle seed is read when an epoch's 
 starts, from the epoch that `EpochSeed` (a callback in `tfft.default_callbacks` and in
 every `tfft.fine_tune` phase) pins at `on_epoch_begin`. Outside such a `fit` the dataset
 counts its own iterations, as plain reshuffling would.
+
+tfft's loaders also record how a training dataset is ordered (`DatasetOrder`: the
+examples before shuffling, the shuffle buffer and seed, the batch size), so that the
+feature cache can serve backbone features in exactly the order the images would come
+(`tfft.features`), and `reshuffles` tells whether any other dataset reshuffles per epoch.
 """
 
+import dataclasses
 import weakref
+from typing import Any, Optional
 
 import keras
 import numpy as np
@@ -58,7 +65,77 @@ def epoch_shuffle(dataset, buffer_size, seed):
     if int(cardinality) >= 0:
         shuffled = shuffled.apply(tf.data.experimental.assert_cardinality(cardinality))
     shuffled._tfft_counter = counter  # keep the variable alive with the dataset
+    _EPOCH_SHUFFLED.add(shuffled)
     return shuffled
+
+
+# --------------------------------------------------------------------------------------------
+# How a dataset is ordered
+# --------------------------------------------------------------------------------------------
+
+_EPOCH_SHUFFLED = weakref.WeakSet()  # datasets made by epoch_shuffle
+_ORDERS = weakref.WeakKeyDictionary()  # final dataset -> DatasetOrder
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetOrder:
+    """How a batched dataset that a tfft loader made is ordered.
+
+    The dataset yields `elements` (unbatched, in their own order) shuffled each epoch by
+    `epoch_shuffle(elements, buffer, seed)` (or not at all when `buffer` is None), in
+    batches of `batch_size` (None: a dataset that tfft did not batch, in its own batches).
+    `examples` is the number of elements.
+    """
+
+    elements: Any
+    examples: int
+    batch_size: int
+    buffer: Optional[int] = None
+    seed: Optional[int] = None
+
+    def arrange(self, elements):
+        """`elements` (unbatched, in the order of `self.elements`) ordered and batched as the dataset is."""
+        if self.buffer is not None:
+            elements = epoch_shuffle(elements, self.buffer, self.seed)
+        return elements.batch(self.batch_size)
+
+
+def record_order(dataset, order):
+    """Records `order` (a `DatasetOrder`) for `dataset`; returns `dataset`."""
+    _ORDERS[dataset] = order
+    return dataset
+
+
+def order_of(dataset):
+    """The `DatasetOrder` recorded for `dataset`, or None."""
+    try:
+        return _ORDERS.get(dataset)
+    except TypeError:
+        return None
+
+
+def _upstream(dataset):
+    """`dataset` and every dataset it reads from (tf.data's private `_inputs()`)."""
+    queue, seen = [dataset], set()
+    while queue:
+        ds = queue.pop()
+        if id(ds) in seen:
+            continue
+        seen.add(id(ds))
+        yield ds
+        try:
+            queue.extend(ds._inputs())
+        except (AttributeError, NotImplementedError, TypeError):
+            continue
+
+
+def reshuffles(dataset):
+    """Whether `dataset` comes in another order each epoch (a `shuffle` that reshuffles, or
+    `epoch_shuffle`, anywhere upstream)."""
+    for ds in _upstream(dataset):
+        if ds in _EPOCH_SHUFFLED or getattr(ds, "_reshuffle_each_iteration", False):
+            return True
+    return False
 
 
 _KEYED_GENERATORS = []  # (weak reference to a SeedGenerator, its initial state)

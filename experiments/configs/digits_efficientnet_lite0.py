@@ -32,7 +32,7 @@ def get_config(arg=None):
     config.unfreeze = "backbone"
     config.head_learning_rate = 1e-3
     config.finetune_learning_rate = 3e-4
-    config.schedule = "cosine"
+    config.finetune_schedule = "cosine"
     config.patience = 3
     if variant == "smoke":
         apply_smoke(config, image_size=32, limit=10)

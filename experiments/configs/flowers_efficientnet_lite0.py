@@ -38,7 +38,7 @@ def get_config(arg=None):
     config.finetune_epochs = 10
     config.unfreeze = "backbone"
     config.finetune_learning_rate = 1e-4
-    config.schedule = "cosine"
+    config.finetune_schedule = "cosine"
     config.label_smoothing = 0.1
     if variant == "smoke":
         apply_smoke(config, image_size=48, limit=8)

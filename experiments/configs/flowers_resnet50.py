@@ -29,7 +29,7 @@ def get_config(arg=None):
     config.unfreeze = "top:1"  # the conv5 block
     config.head_learning_rate = 1e-3
     config.finetune_learning_rate = 1e-4
-    config.schedule = "cosine"
+    config.finetune_schedule = "cosine"
     if variant == "smoke":
         apply_smoke(config, image_size=32, limit=8, weights="none")
         config.data.augment = ""

@@ -29,9 +29,9 @@ def get_config(arg=None):
     config.head_epochs = 5
     config.finetune_epochs = 5
     config.unfreeze = "top:1"  # block5
-    config.optimizer = "sgd"
+    config.finetune_optimizer = "sgd"
     config.finetune_learning_rate = 1e-3
-    config.schedule = "cosine"
+    config.finetune_schedule = "cosine"
     if variant == "smoke":
         apply_smoke(config, image_size=32, limit=8, weights="none")
         config.data.augment = ""

@@ -32,9 +32,9 @@ def get_config(arg=None):
     config.head_epochs = 1
     config.finetune_epochs = 3
     config.finetune_learning_rate = 2e-5
-    config.optimizer = "adamw"
+    config.finetune_optimizer = "adamw"
     config.weight_decay = 0.01
-    config.schedule = "linear"
+    config.finetune_schedule = "linear"
     config.warmup_fraction = 0.1
     if variant == "smoke":
         apply_smoke(config, limit=24)

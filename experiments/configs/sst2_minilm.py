@@ -39,9 +39,9 @@ def get_config(arg=None):
     config.finetune_epochs = 4
     config.head_learning_rate = 1e-3
     config.finetune_learning_rate = 1e-4
-    config.optimizer = "adamw"
+    config.finetune_optimizer = "adamw"
     config.weight_decay = 0.01
-    config.schedule = "linear"
+    config.finetune_schedule = "linear"
     config.warmup_fraction = 0.1
     if variant == "smoke":
         apply_smoke(config, limit=16)

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from tfft.data.augment import augmentation_layer
-from tfft.data.bundle import DEFAULT_SEED, TASKS, DataBundle, Examples, check_choice, make_bundle
+from tfft.data.bundle import DEFAULT_SEED, TASKS, DataBundle, Examples, check_choice, label_mapping_note
+from tfft.data.bundle import make_bundle
 from tfft.data.pipeline import Pipeline, as_size, resize_layer
 from tfft.data.splits import make_splits
 
@@ -54,15 +55,31 @@ def _infer_task(y: np.ndarray, task: str) -> str:
     return "multiclass" if task == "binary" else task
 
 
-def _check_class_labels(y: np.ndarray, num_classes: int | None) -> tuple[np.ndarray, int]:
+def _check_class_labels(
+    y: np.ndarray, num_classes: int | None
+) -> tuple[np.ndarray, int, list[str] | None]:
+    """Class indices, the number of classes, and class names when labels 1..K were mapped to 0..K-1."""
     labels = y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
     if labels.ndim != 1:
         raise ValueError(f"Class labels must be 1-D, got shape {y.shape}.")
     if labels.size and not np.all(np.equal(np.mod(labels, 1), 0)):
         raise ValueError("Class labels must be integers (class indices).")
     labels = labels.astype(np.int64)
-    if num_classes is None:
-        num_classes = int(labels.max()) + 1 if labels.size else 0
+    low, high = (int(labels.min()), int(labels.max())) if labels.size else (0, -1)
+    names, offset = None, 0
+    if num_classes is None and low == 1:
+        labels, num_classes, offset = labels - 1, high, 1
+        names = [str(v) for v in range(1, high + 1)]
+        logger.warning("%s; pass num_classes=%d to keep them as class indices (class 0 then has no examples).",
+                       label_mapping_note(range(1, high + 1), names), high + 1)
+    elif num_classes is None:
+        num_classes = high + 1
+    elif low == 1 and high == num_classes:
+        raise ValueError(
+            f"The labels go from 1 to {high}, but num_classes={num_classes} takes the class indices 0..{high - 1}: "
+            f"pass y - 1, or num_classes={high + 1} to keep a class 0 without examples, or leave num_classes and "
+            f"class_names out to map labels 1..{high} to classes 0..{high - 1}."
+        )
     outside = np.flatnonzero((labels < 0) | (labels >= num_classes))
     if outside.size:
         raise ValueError(
@@ -70,7 +87,29 @@ def _check_class_labels(y: np.ndarray, num_classes: int | None) -> tuple[np.ndar
             f"{num_classes}), e.g. y[{outside[0]}] = {labels[outside[0]]}. "
             "Labels must be class indices; fix them or num_classes / class_names."
         )
-    return labels, num_classes
+    _warn_empty_classes(labels, offset)
+    return labels, num_classes, names
+
+
+def _warn_empty_classes(labels: np.ndarray, offset: int) -> None:
+    """One warning naming the classes below the highest label that have no examples."""
+    present = np.unique(labels).tolist()
+    missing = sorted(set(range(present[-1] + 1)) - set(present)) if present else []
+    if not missing:
+        return
+
+    def listed(values):
+        return ", ".join(str(v) for v in values[:8]) + (", ..." if len(values) > 8 else "")
+
+    which = listed(missing) + (f" (label {listed([c + offset for c in missing])})" if offset else "")
+    labels_are = f"the labels are {listed([v + offset for v in present])}"
+    relabel = f"relabel the classes 0..{len(present) - 1}"
+    if len(missing) == 1:
+        logger.warning("Class %s has no examples (%s); it is kept as an empty class: %s if it is not a class.",
+                       which, labels_are, relabel)
+    else:
+        logger.warning("Classes %s have no examples (%s); they are kept as empty classes: %s if they are not "
+                       "classes.", which, labels_are, relabel)
 
 
 def from_arrays(
@@ -99,7 +138,10 @@ def from_arrays(
         x: the inputs.
         y: the labels, one per example.
         num_classes: number of classes; labels outside `[0, num_classes)` are
-            refused. Defaults to `len(class_names)` or `max(y) + 1`.
+            refused. Defaults to `len(class_names)` or `max(y) + 1`; without
+            either, labels 1..K (no 0) are mapped to classes 0..K-1 named
+            "1".."K" (one warning says so). Classes below the highest label
+            that have no examples (labels 0, 1, 3) are kept, with one warning.
         class_names: class names in label order.
         task: `"auto"` (2-D `y` is multilabel, non-integer floats are
             regression, else multiclass), or one of `TASKS`.
@@ -135,8 +177,9 @@ def from_arrays(
                 f"num_classes={num_classes} but {len(class_names)} class_names."
             )
         num_classes = len(class_names)
+    mapped_names = None
     if task == "multiclass":
-        y, num_classes = _check_class_labels(y, num_classes)
+        y, num_classes, mapped_names = _check_class_labels(y, num_classes)
     elif task == "multilabel":
         y = y.astype(np.float32)
         num_classes = num_classes or y.shape[1]
@@ -146,7 +189,7 @@ def from_arrays(
         y = y.astype(np.float32)
         num_classes = None
     if class_names is None:
-        class_names = [str(i) for i in range(num_classes or 0)]
+        class_names = mapped_names or [str(i) for i in range(num_classes or 0)]
     if augment and modality != "image":
         raise ValueError(f"augment is for images; these inputs are {modality}.")
     size = as_size(image_size) if image_size is not None else None

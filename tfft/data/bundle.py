@@ -1,14 +1,16 @@
 """`DataBundle`: the batched datasets of a loader's splits, with what is known about them.
 
 Also the plumbing every loader shares: the examples behind a split (`Examples`), policy
-checks, the report of bad files, and `make_bundle`, which builds each split's dataset with a
-`Pipeline` and wraps them.
+checks, the report of bad files, `make_bundle`, which builds each split's dataset with a
+`Pipeline` and wraps them, and the registry that lets a bundle's datasets remember their
+class names (`dataset_classes`, what `tfft.checks` compares with the model's classes).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,6 +24,14 @@ DEFAULT_SEED = 42
 BAD_FILE_POLICIES = ("skip", "raise")
 TASKS = ("multiclass", "binary", "multilabel", "regression")
 _MAX_LISTED = 5
+# tf.data transformations that keep every element's label, so a dataset made from a bundle's
+# with them still has the bundle's classes (`dataset_classes`); `map` and the like may relabel.
+_LABEL_KEEPING = frozenset({
+    "PrefetchDataset", "CacheDataset", "ShuffleDataset", "TakeDataset", "SkipDataset", "RepeatDataset",
+    "OptionsDataset", "AssertCardinalityDataset", "IgnoreErrorsDataset",
+})
+_MAX_LINEAGE = 32
+_bundle_classes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 @dataclasses.dataclass(frozen=True)
 class Examples:
@@ -93,6 +103,7 @@ class DataBundle:
     Example:
 
     >>> import numpy as np
+    >>> from tfft.data import from_arrays
     >>> bundle = from_arrays(np.zeros((10, 4)), [0] * 6 + [1] * 4,
     ...                      validation_split=0.5, batch_size=5)
     >>> bundle.num_classes, bundle.counts["validation"], bundle.class_counts
@@ -119,6 +130,14 @@ class DataBundle:
         default_factory=dict, repr=False, compare=False
     )
     pipeline: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        # Each split remembers the classes, so that `tfft.checks` can compare them with a
+        # model's when the datasets are passed without the bundle.
+        if self.task in ("multiclass", "multilabel") and self.class_names:
+            for dataset in (self.train, self.validation, self.test):
+                if dataset is not None:
+                    _bundle_classes[dataset] = tuple(self.class_names)
 
     @property
     def num_classes(self) -> int | None:
@@ -170,6 +189,75 @@ class DataBundle:
         return "\n".join(lines)
 
 
+
+
+def dataset_classes(dataset: Any) -> tuple[str, ...] | None:
+    """The class names of the `DataBundle` that `dataset` is a split of, or `None`.
+
+    A bundle's `train`, `validation` and `test` datasets are known, and so is a dataset made
+    from one of them by transformations that keep every element (`prefetch`, `cache`,
+    `shuffle`, `take`, `skip`, `repeat`, `with_options`, `ignore_errors`). A `map`, `filter`,
+    `unbatch` (a map inside) or any other transformation hides the classes, since it may
+    change the labels: such a dataset is checked on its first batch only
+    (`tfft.checks.check_values`). Regression bundles have no classes (`None`).
+
+    Example:
+
+    >>> import numpy as np
+    >>> from tfft.data import from_arrays
+    >>> bundle = from_arrays(np.zeros((4, 2)), [0, 1, 0, 1], batch_size=2)
+    >>> dataset_classes(bundle.train), dataset_classes(bundle.train.prefetch(1))
+    (('0', '1'), ('0', '1'))
+    >>> dataset_classes(bundle.train.map(lambda x, y: (x, y))) is None
+    True
+    """
+    for _ in range(_MAX_LINEAGE):
+        try:
+            found = _bundle_classes.get(dataset)
+        except TypeError:  # not hashable: not a dataset
+            return None
+        if found is not None:
+            return found
+        inputs = getattr(dataset, "_inputs", None)  # tf.data's (private) lineage
+        if type(dataset).__name__.lstrip("_") not in _LABEL_KEEPING or inputs is None:
+            return None
+        parents = inputs()
+        if len(parents) != 1:
+            return None
+        dataset = parents[0]
+    return None
+
+
+def label_mapping_note(values: Sequence[int], class_names: Sequence[str]) -> str:
+    """One line on integer labels that are not the class indices 0..K-1 themselves.
+
+    Args:
+        values: the distinct integer label values, in class order (class `i` is `values[i]`).
+        class_names: the class names given to them.
+
+    Returns:
+        `""` when `values` are 0..K-1, else e.g. `labels 1..4 mapped to classes 0..3
+        (class names '1'..'4')`.
+
+    Example:
+
+    >>> label_mapping_note([1, 2, 3, 4], ["1", "2", "3", "4"])
+    "labels 1..4 mapped to classes 0..3 (class names '1'..'4')"
+    >>> label_mapping_note([0, 1, 3], ["0", "1", "3"])
+    "labels 0, 1, 3 mapped to classes 0..2 (class names '0', '1', '3')"
+    """
+    values = [int(v) for v in values]
+    k = len(values)
+    if not k or values == list(range(k)):
+        return ""
+    if values == list(range(values[0], values[0] + k)) and k > 2:
+        shown, names = f"{values[0]}..{values[-1]}", f"{class_names[0]!r}..{class_names[-1]!r}"
+    else:
+        more = ", ..." if k > _MAX_LISTED else ""
+        shown = ", ".join(str(v) for v in values[:_MAX_LISTED]) + more
+        names = ", ".join(repr(n) for n in class_names[:_MAX_LISTED]) + more
+    classes = "class 0" if k == 1 else f"classes 0..{k - 1}"
+    return f"labels {shown} mapped to {classes} (class names {names})"
 
 
 def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:

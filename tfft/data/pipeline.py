@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from tfft import backbones
 from tfft import order as order_lib
+from tfft.data import lengths as lengths_lib
 from tfft.data.augment import mark_augmented
 from tfft.data.bundle import Examples
 
@@ -136,6 +137,8 @@ class Pipeline:
         augment: augmentation layer for the training split, or `None`.
         cache: `"auto"`, `True`, `False` or a directory.
         skip_errors: drop examples that fail to decode at run time.
+        group_by_length: text modalities: batch training examples of similar length
+            together (`tfft.data.lengths.group_by_length`); other splits keep file order.
     """
 
     modality: str
@@ -146,6 +149,7 @@ class Pipeline:
     augment: Any = None
     cache: bool | str = "auto"
     skip_errors: bool = True
+    group_by_length: bool = True
 
     def build(self, examples: Examples, split: str) -> tf.data.Dataset:
         """Returns the dataset of `examples` for `split`."""
@@ -155,28 +159,36 @@ class Pipeline:
             order = np.random.default_rng(self.seed).permutation(len(examples))
             examples = examples.take(order)
         if self.modality == "image_files":
-            dataset = self._image_files(examples, split, training)
+            dataset, unshuffled = self._image_files(examples, split, training)
         else:
-            dataset = self._tensors(examples, training)
-        dataset = dataset.batch(self.batch_size)
+            dataset, unshuffled = self._tensors(examples, training)
+        grouped = training and self.group_by_length and self.modality in ("text", "text_pair")
+        if grouped:
+            dataset = lengths_lib.group_by_length(dataset, self.batch_size, self.seed)
+        else:
+            dataset = dataset.batch(self.batch_size)
         if training and self.augment is not None:
             layer = self.augment
-            dataset = dataset.map(
-                lambda x, y: (layer(x, training=True), y),
-                num_parallel_calls=AUTOTUNE,
-            )
+            # One batch at a time: the random layers' state then advances in batch order, so a
+            # seeded epoch augments the same way every time (parallel calls would race on it).
+            dataset = dataset.map(lambda x, y: (layer(x, training=True), y))
         dataset = dataset.prefetch(AUTOTUNE)
         if training and self.augment is not None:
             mark_augmented(dataset)
+        if not training or (unshuffled is not None and not grouped):
+            # How the dataset is ordered, for the feature cache (tfft.order.DatasetOrder).
+            elements, buffer = unshuffled or (None, None)
+            order_lib.record_order(dataset, order_lib.DatasetOrder(
+                elements=elements, examples=len(examples), batch_size=self.batch_size, buffer=buffer,
+                seed=self.seed))
         return dataset
 
     def _shuffle(self, dataset: tf.data.Dataset, buffer: int) -> tf.data.Dataset:
         # Epoch-keyed: a run resumed at epoch e sees epoch e's order (tfft.order).
         return order_lib.epoch_shuffle(dataset, buffer, self.seed)
 
-    def _image_files(
-        self, examples: Examples, split: str, training: bool
-    ) -> tf.data.Dataset:
+    def _image_files(self, examples: Examples, split: str, training: bool):
+        """`(dataset, unshuffled)` of decoded, resized images, as `_tensors` returns."""
         height, width = self.image_size
         cache = self.cache
         if cache == "auto":
@@ -193,30 +205,40 @@ class Pipeline:
             image = decode_image(tf.io.read_file(path))
             return resizer(tf.cast(image, tf.float32)), label
 
-        dataset = tf.data.Dataset.from_tensor_slices(
+        paths = tf.data.Dataset.from_tensor_slices(
             (examples.inputs.astype(str), examples.labels)
         )
+
+        def decoded(dataset):
+            dataset = dataset.map(
+                load,
+                num_parallel_calls=AUTOTUNE,
+                deterministic=True if self.seed is not None else None,
+            )
+            return dataset.ignore_errors(log_warning=True) if self.skip_errors else dataset
+
+        seeded = training and self.seed is not None
         if training and cache is False:
             # Shuffle paths, not decoded images: memory stays bounded.
-            dataset = self._shuffle(dataset, len(examples))
-        dataset = dataset.map(
-            load,
-            num_parallel_calls=AUTOTUNE,
-            deterministic=True if self.seed is not None else None,
-        )
-        if self.skip_errors:
-            dataset = dataset.ignore_errors(log_warning=True)
-        dataset, in_memory = cache_dataset(dataset, cache, key)
-        if training and cache is not False:
-            buffer = len(examples) if in_memory else MAX_SHUFFLE_BUFFER
-            dataset = self._shuffle(dataset, min(buffer, len(examples)))
-        return dataset
+            shuffled = decoded(self._shuffle(paths, len(examples)))
+            return shuffled, ((decoded(paths), len(examples)) if seeded else None)
+        dataset, in_memory = cache_dataset(decoded(paths), cache, key)
+        if not training:
+            return dataset, None
+        buffer = min(len(examples) if in_memory else MAX_SHUFFLE_BUFFER, len(examples))
+        return self._shuffle(dataset, buffer), ((dataset, buffer) if seeded else None)
 
-    def _tensors(self, examples: Examples, training: bool) -> tf.data.Dataset:
+    def _tensors(self, examples: Examples, training: bool):
+        """`(dataset, unshuffled)`: the elements (shuffled when training), and for a seeded
+        training split `(the same elements unshuffled, shuffle buffer)`."""
         inputs = examples.inputs
         dataset = tf.data.Dataset.from_tensor_slices((inputs, examples.labels))
-        if training:
-            dataset = self._shuffle(dataset, len(examples))
+        if not training:
+            return self._prepare(dataset), None
+        shuffled = self._prepare(self._shuffle(dataset, len(examples)))
+        return shuffled, ((self._prepare(dataset), len(examples)) if self.seed is not None else None)
+
+    def _prepare(self, dataset: tf.data.Dataset) -> tf.data.Dataset:
         if self.modality == "image":
             resizer = (
                 resize_layer(self.image_size, self.resize) if self.image_size else None
@@ -226,11 +248,10 @@ class Pipeline:
                 image = to_rgb(tf.cast(image, tf.float32))
                 return (resizer(image) if resizer else image), label
 
-            dataset = dataset.map(prepare, num_parallel_calls=AUTOTUNE)
-        elif self.modality == "features":
-            dataset = dataset.map(
+            return dataset.map(prepare, num_parallel_calls=AUTOTUNE)
+        if self.modality == "features":
+            return dataset.map(
                 lambda x, y: (tf.cast(x, tf.float32), y),
                 num_parallel_calls=AUTOTUNE,
             )
         return dataset
-

@@ -362,9 +362,8 @@ def _tfds_dataset(
         dataset = order_lib.epoch_shuffle(dataset, buffer, seed)
     dataset = dataset.batch(batch_size)
     if training and augment is not None:
-        dataset = dataset.map(
-            lambda x, y: (augment(x, training=True), y), num_parallel_calls=AUTOTUNE
-        )
+        # One batch at a time, as in tfft.data.pipeline: seeded augmentation repeats exactly.
+        dataset = dataset.map(lambda x, y: (augment(x, training=True), y))
     dataset = dataset.prefetch(AUTOTUNE)
     if training and augment is not None:
         mark_augmented(dataset)
