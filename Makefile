@@ -42,7 +42,7 @@ test-slow: install-test weights
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 lint: install-test
-	$(PY) -m flake8 tfft experiments tests
+	$(VENV)/bin/ruff check tfft experiments tests benchmarks
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info runs

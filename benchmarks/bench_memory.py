@@ -118,7 +118,8 @@ def main(argv=None):
     body += (f"\n\n**ratio tfft / plain (median peak RSS): {ratio:.3f}** with tfft's default callbacks and no "
              f"workdir, **{with_workdir:.3f}** with a workdir, {bare:.3f} without callbacks (target: at most 1.0)")
     notes = [f"ResNet50 (weights=None) at {args.image_size} px, batch {args.batch_size}, {args.batches} batches "
-             f"per epoch, one head epoch + one fine-tune epoch (tfft: the head on cached features), data: {source}, held in memory on both sides",
+             f"per epoch, one head epoch + one fine-tune epoch (tfft: the head on cached features), data: {source}, "
+             "held in memory on both sides",
              "tfft's default callbacks include EarlyStopping(restore_best_weights=True), whose copy of the best "
              "weights (ResNet50: 23.6 M float32 values, about 94 MB) waits in a file (the backup folder with a "
              "workdir, else a temporary folder) instead of host memory; the plain side has no callbacks",

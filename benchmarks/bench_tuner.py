@@ -26,9 +26,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import common  # noqa: E402
 REPO = os.path.dirname(HERE)
 DEFAULT_DATA = os.path.join(os.path.dirname(REPO), "shared", "data", "flowers")
-SEARCH_SPACE = {"unfreeze": "none", "warmup_fraction": 0.0}  # head hyperparameters only; the rest default
+# Head hyperparameters only (the rest as DEFAULT_SEARCH_SPACE), every key given so that the plain side
+# can read the same values: learning rate, optimizer, weight decay, dropout, head width, label smoothing, batch.
+SEARCH_SPACE = {"unfreeze": "none", "warmup_fraction": 0.0}
 
 
 def parse(argv=None):
@@ -84,8 +89,8 @@ def run_search(args):
             model = tfft.build_model(args.backbone, num_classes=data.num_classes, weights=args.weights,
                                      input_shape=(args.image_size, args.image_size, 3), freeze="backbone",
                                      dropout=config["dropout"], head_units=tuple(config["head_units"]))
-            return tfft.compile_model(model, optimizer=config["optimizer"], learning_rate=config["learning_rate"],
-                                      weight_decay=config["weight_decay"],
+            return tfft.compile_model(model, optimizer=config["head_optimizer"],
+                                      learning_rate=config["head_learning_rate"], weight_decay=config["weight_decay"],
                                       label_smoothing=config["label_smoothing"])
 
         def fit(self, hp, model, train, validation_data=None, **kwargs):
@@ -95,12 +100,12 @@ def run_search(args):
             return model.fit(batches, validation_data=validation_data, epochs=config["head_epochs"], **kwargs)
 
     workdir = args.workdir or tempfile.mkdtemp(prefix="bench_tuner_")
-    common = dict(objective="val_accuracy", max_trials=args.trials, seed=args.seed, directory=workdir,
-                  project_name=args.variant, overwrite=True)
+    options = dict(objective="val_accuracy", max_trials=args.trials, seed=args.seed, directory=workdir,
+                   project_name=args.variant, overwrite=True)
     if args.variant == "plain":
-        tuner = kt.RandomSearch(PlainHyperModel(), **common)
+        tuner = kt.RandomSearch(PlainHyperModel(), **options)
     else:
-        tuner = tuning.make_tuner(hypermodel, algorithm="random", **common)
+        tuner = tuning.make_tuner(hypermodel, algorithm="random", **options)
 
     memory, trial_seconds = [], []
     original_end, original_begin = tuner.on_trial_end, tuner.on_trial_begin
@@ -161,7 +166,8 @@ def report(args, plain, cached):
         f"{sum(plain['counts'].values())} flower photos ({plain['counts']}); CPU: {os.cpu_count()} cores, "
         f"{platform.processor() or platform.machine()}, shared with other jobs. Each search in its own process.",
         "",
-        "| search | wall time (s) | median trial (s) | RSS after trial 1 / 5 / last (MB) | growth trial 5 to last (MB) |",
+        "| search | wall time (s) | median trial (s) | RSS after trial 1 / 5 / last (MB) "
+        "| growth trial 5 to last (MB) |",
         "|---|---|---|---|---|",
     ]
     for name, r in (("plain KerasTuner (backbone recomputed)", plain), ("tfft.TransferHyperModel (cached)", cached)):

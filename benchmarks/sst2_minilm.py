@@ -136,7 +136,8 @@ def run_one(name, args, preset, bundle, dev, workdir, member=0):
     epochs_run = {p.name: len(next(iter(p.history.values()), [])) for p in result.phases}
     watched = [v for p in result.phases for v in p.history.get(args.monitor, [])]
     best = int(np.argmin(watched) if "loss" in args.monitor else np.argmax(watched)) + 1 if watched else None
-    row = dict(run=label, kind=name, probs=probs, dev_accuracy=accuracy, train_s=train_s, predict_s=predict_s, build_s=start - load,
+    row = dict(run=label, kind=name, probs=probs, dev_accuracy=accuracy, train_s=train_s, predict_s=predict_s,
+               build_s=start - load,
                val_accuracy=result.metrics.get("val_accuracy"), epochs=epochs_run, kept_epoch=best,
                load=os.getloadavg()[0])
     if label == "finetune":

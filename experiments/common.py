@@ -2,4 +2,10 @@
 they import the schema helpers from here. New code imports `experiments.config`."""
 
 from experiments.config import (  # noqa: F401
-    TINY_BERT, UsageError, apply_smoke, base_config, parse_variant, shared_data_path)
+    TINY_BERT,
+    UsageError,
+    apply_smoke,
+    base_config,
+    parse_variant,
+    shared_data_path,
+)

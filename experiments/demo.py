@@ -16,8 +16,7 @@ import time
 from absl import flags
 
 from experiments import config as config_lib
-from experiments import entry
-from experiments import train
+from experiments import entry, train
 
 DEFAULT_CONFIG = os.path.join(config_lib.CONFIG_DIR, "digits_efficientnet_lite0.py")
 

@@ -15,7 +15,7 @@ from ml_collections.config_flags import config_flags
 import tfft
 from experiments.config import UsageError, base_config, describe_configs, flatten, load_config, to_dict
 from tfft.distribute import is_chief  # noqa: F401  (the entry points ask it)
-from tfft.errors import OfflineError
+from tfft.errors import OfflineError, did_you_mean
 
 logger = logging.getLogger("tfft")
 
@@ -131,11 +131,30 @@ def parse_flags(argv):
     except flags.Error as e:
         fail(str(e), hint)
     except (AttributeError, KeyError) as e:  # ml_collections: an override of a key the config lacks
-        overrides = [a.split("=", 1)[0].lstrip("-") for a in argv[1:] if a.startswith("--config.")]
-        key = str(e).strip("'\"")
-        named = [o for o in overrides if o.split(".")[-1] == key] or overrides
-        fail(f"{', '.join('--' + o for o in named) or 'An override'} names a config key that does not exist "
-             f"({key!r}); config files are locked so that a misspelled override fails.", hint)
+        fail(_unknown_override(argv, e), hint)
+
+
+def _unknown_override(argv, error):
+    """One sentence naming the `--config.<key>` overrides whose keys the config lacks."""
+    spec = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")), None)
+    overrides = [a.split("=", 1)[0][len("--config."):] for a in argv[1:] if a.startswith("--config.")]
+    try:
+        config = load_config(spec) if spec else base_config()
+    except UsageError:
+        config = base_config()
+    problems = []
+    for key in overrides:
+        node, path = config, []
+        for part in key.split("."):
+            if not hasattr(node, "keys") or part not in node:
+                where = ("config." + ".".join(path)) if path else "the config"
+                hint = did_you_mean(part, list(node.keys())) if hasattr(node, "keys") else ""
+                problems.append(f"--config.{key}: {where} has no key {part!r}.{hint}")
+                break
+            node, path = node[part], path + [part]
+    if not problems:  # not an override after all: say what ml_collections said, on one line
+        return " ".join(str(error).replace("\\n", " ").split())
+    return " ".join(problems) + " Config files are locked so that a misspelled override fails."
 
 
 def _module_name(program):

@@ -21,6 +21,7 @@ from absl import flags
 from experiments import config as config_lib
 from experiments import entry, inputs, modeling
 from experiments import workdir as workdir_lib
+from tfft.info import model_info
 
 SPLITS = ("test", "validation", "train")
 
@@ -113,7 +114,7 @@ def run(workdir, *, split="test", data=None, tta=None):
         raise config_lib.UsageError(f"{workdir} holds no model.keras yet: the run has not finished an epoch. Run "
                                 "experiments.train with this workdir first (a rerun resumes it).")
     model = keras.models.load_model(model_path, compile=False)
-    info = dict(getattr(model, "tfft_info", {}) or {})
+    info = model_info(model)
     class_names = info.get("class_names") or None
     config = config.copy_and_resolve_references()
     config.data.augment = ""
@@ -130,7 +131,8 @@ def run(workdir, *, split="test", data=None, tta=None):
             raise config_lib.UsageError(f"The run {workdir} has no {split} split (its data.{split}_split is 0 and "
                                     f"data.{split}_path is empty); try --split=validation or --data=PATH.")
         metrics, report = modeling.score(model, dataset, class_names=class_names or bundle.class_names,
-                                       task=info.get("task", config.task), tta=views or None)
+                                         task=info.get("task", config.task), tta=views or None,
+                                         label_smoothing=modeling.run_label_smoothing(workdir))
     out = os.path.join(workdir, "evaluation", name)
     results = {"workdir": os.path.abspath(workdir), "split": None if data else split, "data": data,
                "tta": list(views) or None, **metrics}

@@ -8,7 +8,6 @@ import tempfile
 import numpy as np
 from sklearn.datasets import load_digits
 
-import tfft
 from experiments.config import DATA_SOURCES, UsageError
 from tfft import data as data_lib
 from tfft.data import IMAGE_EXTENSIONS
@@ -130,14 +129,14 @@ def _load_npz(path):
 
 
 def resolve_image_size(config):
-    """The square input size of an image run: `config.image_size`, else the backbone's default."""
+    """The square input size of an image run: `config.image_size`, else the backbone's native one
+    (`tfft.data.resolve_image_size`; 224 for a backbone file or directory)."""
     if config.image_size:
         return int(config.image_size)
-
     try:
-        return int(tfft.get_backbone_spec(config.backbone).input_shape[0])
-    except ValueError:
-        return 224
+        return int(data_lib.resolve_image_size(None, config.backbone)[0])
+    except ValueError:  # a path, not a registry name
+        return int(data_lib.DEFAULT_IMAGE_SIZE[0])
 
 
 @contextlib.contextmanager
@@ -172,7 +171,7 @@ def load_data(config, scratch=None, *, image_size=None, class_names=None):
     if d.source not in DATA_SOURCES:
         raise UsageError(f"config.data.source={d.source!r}; use one of {DATA_SOURCES}.")
     scratch = scratch or tempfile.mkdtemp(prefix="tfft-data-")
-    size = image_size or resolve_image_size(config)
+    size = image_size or (resolve_image_size(config) if d.source != "text" else None)  # text has no image size
     common = dict(batch_size=int(config.batch_size), seed=int(d.seed))
     names = list(class_names) if class_names else None
     splits = dict(validation_split=0.0 if d.validation_path else float(d.validation_split),

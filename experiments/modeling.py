@@ -12,7 +12,9 @@ import tfft
 from experiments.config import TINY_BERT, UsageError, parse_bool_or_auto
 from experiments.inputs import resolve_image_size
 from tfft import reporting
+from tfft.info import model_info
 from tfft.recipe import Recipe
+from tfft.run_state import RunState
 
 
 def weights_arg(value):
@@ -170,9 +172,10 @@ def fine_tune_kwargs(config):
     )
 
 
-def score(model, dataset, *, class_names=(), task=None, tta=None):
+def score(model, dataset, *, class_names=(), task=None, tta=None, label_smoothing=0.0):
     """Loss, the task's metrics and (classification) a per-class report of `model` on `dataset`.
 
+    `label_smoothing`: the run's (its loss then means what `val_loss` meant in training).
     `tta`: test-time augmentation views besides the original image (`tfft.tta.parse_views`, e.g.
     `"flip"` or `("flip", "crop")`): everything is scored on the outputs averaged over the original
     and them (`tfft.tta.with_original`). None: no test-time augmentation.
@@ -185,10 +188,10 @@ def score(model, dataset, *, class_names=(), task=None, tta=None):
         from tfft import tta as tta_lib
 
         model = tta_lib.tta_model(model, tta_lib.with_original(tta))
-    info = dict(getattr(model, "tfft_info", {}) or {})
+    info = model_info(model)
     task = task or info.get("task", "multiclass")
     with model.distribute_strategy.scope():
-        tfft.compile_model(model, task=task)  # the task's loss and metrics; no step is taken
+        tfft.compile_model(model, task=task, label_smoothing=label_smoothing)  # no step is taken
     metrics = {k: float(v) for k, v in model.evaluate(dataset, return_dict=True, verbose=0).items()}
     report = None
     if task in reporting.CLASSIFICATION_TASKS:
@@ -204,3 +207,9 @@ def summarize_metrics(metrics):
     keys = [k for k in ("loss", "accuracy", "binary_accuracy", "f1", "auc", "mae") if k in metrics]
     keys = keys or [k for k in metrics if k != "examples"][:4]
     return ", ".join(f"{k} {metrics[k]:.4f}" for k in keys)
+
+
+def run_label_smoothing(workdir):
+    """The label smoothing a run in `workdir` trained with (its run state's recipe), or 0."""
+    recipe = RunState(workdir).data.get("recipe") or {}
+    return float(recipe.get("label_smoothing") or 0.0)

@@ -65,7 +65,7 @@ def run(config, workdir, *, callbacks=None):
     _say(f"{'resuming' if resumed else 'starting'} {config.backbone} in {os.path.abspath(workdir)}")
     with entry.runtime(config) as strategy, inputs.data_context(config) as scratch:
         bundle = inputs.load_data(config, scratch)
-        print(bundle.summary(), flush=True)
+        print(bundle.summary(task=config.task), flush=True)
         if int(config.cv_folds) > 1:
             metrics = _cross_validate(config, workdir, bundle, strategy, callbacks, chief)
         else:
@@ -98,12 +98,14 @@ def _train(config, workdir, bundle, strategy, callbacks, chief, *, train=None, v
     splits = {"validation": validation, "test": bundle.test}
     metrics = {"backbone": config.backbone, "task": config.task, "class_names": list(bundle.class_names),
                "phases": [{"name": p.name, "epochs": [p.initial_epoch, p.final_epoch], "resumed": p.resumed,
-                           "cached_features": p.cached_features} for p in result.phases]}
+                           "cached_features": p.cached_features} for p in result.phases],
+               "recipe": result.recipe.to_dict()}
     reports = {}
     for name, dataset in splits.items():
         if dataset is not None:
-            metrics[name], reports[name] = modeling.score(best, dataset, class_names=bundle.class_names,
-                                                        task=config.task)
+            metrics[name], reports[name] = modeling.score(
+                best, dataset, class_names=bundle.class_names, task=config.task,
+                label_smoothing=result.recipe.label_smoothing)
             if reports[name]:
                 metrics[name]["per_class"] = reports[name]["per_class"]
                 metrics[name]["confusion_matrix"] = reports[name].get("confusion_matrix")

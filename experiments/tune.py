@@ -47,7 +47,8 @@ def define_flags(module_name=__name__):
     entry.define_string_flag("workdir", None, "Folder the search writes to. Rerunning with the same workdir "
                               "resumes the search.", module_name=module_name, required=True)
     flags.DEFINE_integer("workers", 0, "Run the search as a KerasTuner chief and this many workers on this "
-                         "machine (tfft.tuning.launch_local); 0: one process.", module_name=entry.module_key(module_name))
+                         "machine (tfft.tuning.launch_local); 0: one process.",
+                         module_name=entry.module_key(module_name))
     flags.DEFINE_integer("gpus_per_worker", -1, "With --workers: GPUs each worker sees (CUDA_VISIBLE_DEVICES); "
                          "-1: one each when this machine has at least --workers GPUs, else all.",
                          module_name=entry.module_key(module_name))
@@ -95,7 +96,8 @@ def build_hypermodel(config, bundle):
     try:
         return tfft.TransferHyperModel(
             backbone, num_classes=num_classes if config.task != "binary" else None, task=config.task,
-            weights=modeling.weights_arg(config.weights) if backbone != config_lib.TINY_BERT else None, input_shape=size,
+            weights=modeling.weights_arg(config.weights) if backbone != config_lib.TINY_BERT else None,
+            input_shape=size,
             search_space=space, seed=int(config.seed), build_kwargs=build_kwargs,
             recipe=modeling.recipe_from_config(config),
             cache_features=config_lib.parse_bool_or_auto(config.cache_features, "cache_features"))
@@ -132,7 +134,7 @@ def run(config, workdir):
           f"{'' if launch_lib.role() == 'single' else ' as ' + os.environ.get('KERASTUNER_TUNER_ID', '')}", flush=True)
     with entry.runtime(config) as strategy, inputs.data_context(config) as scratch:
         bundle = inputs.load_data(config, scratch)
-        print(bundle.summary(), flush=True)
+        print(bundle.summary(task=config.task), flush=True)
         hypermodel = build_hypermodel(config, bundle)
         try:
             tuner = tfft.make_tuner(

@@ -143,7 +143,8 @@ def fit_and_compare(model, spec, train_batchnorm=False):
     [
         ("resnet50", "backbone", lambda names: set(names)),
         ("resnet50", 40, lambda names: set(names[:40])),
-        ("resnet50", "re:conv[1-4]_.*", lambda names: {n for n in names if n[:5] in ("conv1", "conv2", "conv3", "conv4")}),
+        ("resnet50", "re:conv[1-4]_.*",
+         lambda names: {n for n in names if n[:5] in ("conv1", "conv2", "conv3", "conv4")}),
         ("vgg16", 0.5, lambda names: set(names[: round(0.5 * len(names))])),
         ("vgg16", "until:block3_pool", lambda names: set(names[: names.index("block3_pool") + 1])),
         ("vgg16", "bottom:2", lambda names: {n for n in names if not n.startswith(("block3", "block4", "block5"))}),
@@ -208,7 +209,8 @@ def test_unfreeze_counts_from_the_top_and_unions():
 # ---------------------------------------------------------------- compile_model and schedules
 
 
-@pytest.mark.parametrize("optimizer,cls", [("adam", "Adam"), ("adamw", "AdamW"), ("sgd", "SGD"), ("rmsprop", "RMSprop")])
+@pytest.mark.parametrize("optimizer,cls",
+                         [("adam", "Adam"), ("adamw", "AdamW"), ("sgd", "SGD"), ("rmsprop", "RMSprop")])
 def test_named_optimizers(optimizer, cls):
     model = tfft.build_model("vgg16", num_classes=2, weights=None, input_shape=SHAPE)
     tfft.compile_model(model, optimizer=optimizer, learning_rate=0.01, nesterov=True)
@@ -332,12 +334,14 @@ def test_layerwise_decay_scales_lower_blocks():
 def test_default_callbacks_set_and_switches(tmp_path):
     cbs = tfft.default_callbacks(str(tmp_path))
     kinds = {type(c).__name__ for c in cbs}
-    assert kinds == {"EpochSeed", "TerminateOnNaN", "ReduceLROnPlateau", "EarlyStopping", "ModelCheckpoint", "CSVLogger",
+    assert kinds == {"EpochSeed", "TerminateOnNaN", "ReduceLROnPlateau", "EarlyStopping", "ModelCheckpoint",
+                     "CSVLogger",
                      "TensorBoard", "BackupAndRestore"}
     early = next(c for c in cbs if type(c).__name__ == "EarlyStopping")
     assert early.restore_best_weights
     cbs = tfft.default_callbacks(str(tmp_path), tensorboard=False, backup=False, reduce_lr_on_plateau=False)
-    assert {type(c).__name__ for c in cbs} == {"EpochSeed", "TerminateOnNaN", "EarlyStopping", "ModelCheckpoint", "CSVLogger"}
+    assert {type(c).__name__ for c in cbs} == {"EpochSeed", "TerminateOnNaN", "EarlyStopping", "ModelCheckpoint",
+                                               "CSVLogger"}
 
 
 def test_callbacks_in_a_users_own_fit(tmp_path):

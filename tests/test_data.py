@@ -268,7 +268,7 @@ def test_augmentation_only_on_train_and_changes_pixels(tmp_path):
 
 def test_augmentation_layer_choices():
     layer = data.augmentation_layer(["flip", "translation"], seed=1)
-    assert [type(l).__name__ for l in layer.layers] == ["RandomFlip", "RandomTranslation"]
+    assert [type(sub).__name__ for sub in layer.layers] == ["RandomFlip", "RandomTranslation"]
     custom = tf.keras.layers.RandomFlip()
     assert data.augmentation_layer(custom) is custom
     assert data.augmentation_layer(False) is None
@@ -630,3 +630,45 @@ def test_real_sst2_counts():
     assert not bundle.skipped
     texts, labels = next(iter(bundle.validation))
     assert texts.dtype == tf.string and texts.shape == (32,)
+
+
+def test_a_folder_of_split_folders_is_refused_with_the_mapping_to_pass(tmp_path):
+    for split in ("train", "val"):
+        for cls in ("cat", "dog"):
+            folder = tmp_path / "photos" / split / cls
+            folder.mkdir(parents=True)
+            Image.new("RGB", (8, 8)).save(folder / "a.png")
+    with pytest.raises(ValueError, match=r"holds split folders \(train, val\), each with class subfolders, not one "
+                                         r"folder per class: pass the splits as a mapping, e\.g\. \{'train': "):
+        data.from_image_directory(tmp_path / "photos", image_size=8)
+    bundle = data.from_image_directory({"train": tmp_path / "photos" / "train",
+                                        "validation": tmp_path / "photos" / "val"}, image_size=8)
+    assert bundle.class_names == ("cat", "dog") and bundle.counts == {"train": (1, 1), "validation": (1, 1)}
+
+
+def _png_header(path, width, height):
+    """A PNG file whose header claims `width` x `height` (the pixel data is never read)."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0"))
+                           + chunk(b"IEND", b""))
+
+
+def test_a_huge_image_is_left_out_with_the_reason_and_one_photo_classes_load(tmp_path, caplog):
+    for cls, n in (("cat", 4), ("dog", 1)):  # a class folder with one photo
+        (tmp_path / cls).mkdir()
+        for i in range(n):
+            Image.new("RGB", (12, 10)).save(tmp_path / cls / f"{i}.png")
+    _png_header(tmp_path / "cat" / "huge.png", 20_000, 20_000)
+    with pytest.raises(ValueError, match=r"huge\.png \(an image of 400 megapixels is over the 64-megapixel limit "
+                                         r"for decoding: downscale it"):
+        data.from_image_directory(tmp_path, image_size=8, on_bad_file="raise")
+    with caplog.at_level(logging.WARNING, logger="tfft.data"):
+        bundle = data.from_image_directory(tmp_path, image_size=8, validation_split=0.25)
+    assert "Skipped 1 bad image file(s)" in caplog.text and "400 megapixels" in caplog.text
+    assert bundle.counts["train"] == (3, 1) and bundle.counts["validation"] == (1, 0)  # dog keeps its one photo

@@ -312,3 +312,31 @@ def test_multi_worker_command_line_run_killed_and_resumed_resumes_every_worker(t
     assert sorted(map(int, rows["head"]["epochs"])) == [0, 1]
     assert sorted(map(int, rows["finetune"]["epochs"])) == list(range(2, 8)) and done < 7
     assert json.loads((workdir / "metrics.json").read_text())["phases"][0]["resumed"] is True
+
+
+TEXT_UNDER_MIRRORED = """
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import numpy as np, keras_hub, tfft
+vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "film", "a"]
+strategy = tfft.get_strategy("mirrored")
+with strategy.scope():
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=len(vocab), num_layers=1, num_heads=1, hidden_dim=4,
+                                             intermediate_dim=8, max_sequence_length=8)
+    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(keras_hub.models.BertTokenizer(vocabulary=vocab),
+                                                                   sequence_length=6)
+    model = tfft.build_model(backbone, preprocessor=preprocessor, num_classes=2, weights=None)
+texts, labels = ["a good film", "a bad film"] * 4, np.array([1, 0] * 4)
+result = tfft.fine_tune(model, (texts, labels), (texts, labels), head_epochs=1, finetune_epochs=1, batch_size=4,
+                        verbose=0)
+print("replicas", strategy.num_replicas_in_sync, "val_loss", result.metrics["val_loss"])
+"""
+
+
+def test_a_text_model_fine_tunes_under_mirrored_strategy():
+    """Raw strings go through a 2-replica MirroredStrategy (Keras's symbolic build averaged the batch, strings too)."""
+    proc = subprocess.run([sys.executable, "-c", TEXT_UNDER_MIRRORED], env=_env(), capture_output=True, text=True,
+                          timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "replicas 2 val_loss" in proc.stdout

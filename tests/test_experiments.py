@@ -200,7 +200,8 @@ def test_a_different_experiment_in_the_workdir_is_refused(trained):
     with pytest.raises(config_lib.UsageError, match="different experiment.*batch_size"):
         train.run(tiny_config(batch_size=4), workdir)
     # run-control keys may change
-    assert config_lib.config_differences({"overwrite": False, "verbose": "0"}, {"overwrite": True, "verbose": "1"}) == []
+    old, new = {"overwrite": False, "verbose": "0"}, {"overwrite": True, "verbose": "1"}
+    assert config_lib.config_differences(old, new) == []
 
 
 def test_evaluate_rescores_the_saved_model(trained):
@@ -343,7 +344,7 @@ def _cli(*args, timeout=300):
 @pytest.mark.parametrize("args, match", [
     (["--workdir=/tmp/x"], "--config must have a value"),
     (["--config=experiments/configs/flowers_resnet50.py:smoke", "--workdir=W", "--config.batch_sise=3"],
-     "--config.batch_sise names a config key that does not exist"),
+     "--config.batch_sise: the config has no key 'batch_sise'. Did you mean 'batch_size'"),
     (["--config=experiments/configs/flowers_resnet50.py:smoke", "--workdir=W", "--config.backbone=resnet51"],
      "Unknown backbone 'resnet51'"),
 ])

@@ -5,25 +5,17 @@ import numpy as np
 import pytest
 
 import tfft
+from tiny import tiny_cnn, two_class_images
 from tfft import features as features_lib
 from tfft import lr_finder
 
 
 def tiny_model(freeze="none"):
-    inputs = keras.Input((32, 32, 3))
-    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu", name="conv1")(inputs)
-    x = keras.layers.BatchNormalization(name="bn1")(x)
-    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="conv2")(x)
-    backbone = keras.Model(inputs, x, name="tiny")
-    return tfft.build_model(backbone, num_classes=2, weights=None, freeze=freeze, dropout=0.2)
+    return tfft.build_model(tiny_cnn(), num_classes=2, weights=None, freeze=freeze, dropout=0.2)
 
 
 def tiny_data(n=64):
-    rng = np.random.default_rng(0)
-    y = np.arange(n) % 2
-    x = rng.uniform(0, 200, (n, 32, 32, 3)).astype("float32")
-    x[y == 1, :16] += 55.0
-    return x, y
+    return two_class_images(n)
 
 
 def test_weights_and_optimizer_state_are_restored():

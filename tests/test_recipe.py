@@ -2,15 +2,14 @@
 feature cache trains the model that recomputing would, and a tuning trial is a fine_tune run."""
 
 import json
-import os
 
 import keras
-import keras_tuner as kt
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import tfft
+from tiny import tiny_cnn
 from tfft import features as features_lib
 from tfft import order, tuning
 from tfft.recipe import Recipe, default_recipe
@@ -159,12 +158,7 @@ def test_features_of_a_dataset_that_reshuffles_by_itself_reshuffle_each_epoch():
 
 
 def tiny_backbone():
-    keras.utils.set_random_seed(11)
-    inputs = keras.Input(SHAPE)
-    h = keras.layers.Conv2D(4, 3, strides=2, activation="relu", name="conv1")(inputs)
-    h = keras.layers.BatchNormalization(name="bn1")(h)
-    h = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="conv2")(h)
-    return keras.Model(inputs, h, name="tiny")
+    return tiny_cnn(seed=11)
 
 
 def test_retraining_the_best_trial_with_fine_tune_reproduces_its_score(tmp_path):
@@ -208,3 +202,35 @@ def test_mixing_augmentation_and_ema_apply_where_the_backbone_trains():
     assert (result.recipe.mixup, result.recipe.cutmix, result.recipe.augment) == (0.2, 0.5, "flip,erasing")
     with pytest.raises(ValueError, match=r"cutmix=2: the CutMix alpha must be in \(0, 1\]"):
         tfft.fine_tune(lite0(), (x, y), cutmix=2, verbose=0)
+
+
+def test_fine_tune_with_lora_trains_adapters_and_ends_merged(tmp_path):
+    keras_hub = pytest.importorskip("keras_hub")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "film", "a"]
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=len(vocab), num_layers=2, num_heads=2, hidden_dim=8,
+                                             intermediate_dim=16, max_sequence_length=8)
+    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(keras_hub.models.BertTokenizer(vocabulary=vocab),
+                                                                   sequence_length=6)
+    model = tfft.build_model(backbone, preprocessor=preprocessor, num_classes=2, weights=None)
+    before = [np.array(v) for v in model.get_layer("backbone").get_layer("token_embedding").weights]
+    texts, labels = ["a good film", "a bad film", "good", "bad"] * 4, np.array([1, 0, 1, 0] * 4)
+    result = tfft.fine_tune(model, (texts, labels), (texts, labels), head_epochs=1, finetune_epochs=2, lora_rank=2,
+                            finetune_learning_rate=1e-2, verbose=0)
+    lora_phase = result.phases[1]
+    assert lora_phase.summary.lora_params > 0 and lora_phase.summary.trainable_params < 0.5 * (
+        lora_phase.summary.trainable_params + lora_phase.summary.frozen_params)
+    assert not tfft.lora.lora_layers(model)  # merged at the end: a plain model
+    after = [np.array(v) for v in model.get_layer("backbone").get_layer("token_embedding").weights]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))  # only the adapters (and the head) trained
+    path = tmp_path / "lora.keras"
+    model.save(path)
+    np.testing.assert_allclose(keras.models.load_model(path).predict(texts, verbose=0), model.predict(texts, verbose=0),
+                               atol=1e-5)
+
+
+def test_lora_on_a_cnn_is_refused_before_training(tmp_path):
+    x, y = arrays(n=8)
+    with pytest.raises(ValueError, match="lora_rank on a backbone without projections"):
+        tfft.fine_tune(lite0(), (x, y), lora_rank=8, workdir=str(tmp_path / "w"), verbose=0)
+    assert not (tmp_path / "w").exists()

@@ -16,6 +16,7 @@ import pytest
 from keras_tuner.src.engine import tuner_utils
 
 import tfft
+from tiny import tiny_cnn, two_class_images
 from tfft import features as features_lib
 from tfft import tuning
 
@@ -26,20 +27,8 @@ HEAD_ONLY = {"unfreeze": "none", "head_epochs": 1, "batch_size": [4, 8], "learni
              "warmup_fraction": 0.0, "label_smoothing": 0.0}
 
 
-def tiny_backbone():
-    inputs = keras.Input((32, 32, 3))
-    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu", name="conv1")(inputs)
-    x = keras.layers.BatchNormalization(name="bn1")(x)
-    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="conv2")(x)
-    return keras.Model(inputs, x, name="tiny")
-
-
-def tiny_arrays(n=24, seed=0):
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 2
-    x = rng.uniform(0, 200, (n, 32, 32, 3)).astype("float32")
-    x[y == 1, :16] += 55.0
-    return x, y
+tiny_backbone = tiny_cnn
+tiny_arrays = two_class_images
 
 
 @pytest.fixture

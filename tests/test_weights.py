@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tfft import weights as weights_lib
-from tfft.backbones import KERAS_APPLICATIONS
+from tfft.weights import KERAS_APPLICATIONS
 from tfft.weights import OfflineError
 
 

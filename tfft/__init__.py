@@ -47,6 +47,7 @@ def __getattr__(name):
         "features": "tfft.features",
         "tta": "tfft.tta",
         "recipe": "tfft.recipe",
+        "lora": "tfft.lora",
     }
     if name not in lazy:
         raise AttributeError(f"module 'tfft' has no attribute {name!r}")

@@ -5,7 +5,7 @@ preprocessing turns raw inputs into what the network was trained on, its default
 shape, and how its layers group into blocks (for freeze specs such as `"bottom:4"` and
 for layer-wise learning-rate decay).
 
-Image backbones come from `keras.applications` (ResNet, VGG; one table, `KERAS_APPLICATIONS`) and
+Image backbones come from `keras.applications` (ResNet, VGG; one table, `tfft.weights.KERAS_APPLICATIONS`) and
 tfft's EfficientNet-Lite0, -Lite1 and -Lite2 (`tfft.efficientnet_lite.VARIANTS`);
 text backbones are keras-hub BERT presets, or a local keras-hub / Hugging Face preset
 directory.
@@ -21,6 +21,7 @@ from typing import Callable, Optional, Tuple
 import keras
 
 from tfft import efficientnet_lite
+from tfft import weights as weights_lib
 from tfft.errors import OfflineError, did_you_mean
 from tfft.layers import ImageNetPreprocessing
 
@@ -99,66 +100,10 @@ def load_weights_file(model, path):
     """Loads a local weights file into a headless backbone, with a clear error on mismatch."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"Weights file {path!r} does not exist.")
-    from tfft import weights as weights_lib
-
     return weights_lib.load_local_weights(model, path)
 
 
-APPLICATIONS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
-
-@dataclasses.dataclass(frozen=True)
-class KerasApplication:
-    """A `keras.applications` network of the registry, and its official ImageNet weights files.
-
-    Attributes:
-        name: registry name, e.g. `"resnet50"` (also the stem of the weights file names).
-        class_name: the `keras.applications` class, e.g. `"ResNet50"`.
-        family: `"resnet"`, `"resnet_v2"` or `"vgg"`.
-        preprocessing: the `ImageNetPreprocessing` mode, `"caffe"` or `"tf"`.
-        weights_folder: the folder of the weights files under `APPLICATIONS_URL`.
-        md5_top: md5 of the file with the classifier top.
-        md5_notop: md5 of the file without it.
-    """
-
-    name: str
-    class_name: str
-    family: str
-    preprocessing: str
-    weights_folder: str
-    md5_top: str
-    md5_notop: str
-
-    def weights_file(self, include_top=False):
-        """Returns `(file_name, url, md5)`, e.g. `vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5`."""
-        file_name = f"{self.name}_weights_tf_dim_ordering_tf_kernels{'' if include_top else '_notop'}.h5"
-        url = f"{APPLICATIONS_URL}{self.weights_folder}/{file_name}"
-        return file_name, url, self.md5_top if include_top else self.md5_notop
-
-
-# The one table of keras.applications networks: the registry, `tfft.imagenet` and `tfft.weights` read it.
-# File names and md5 hashes as in keras/src/applications/{resnet,vgg16,vgg19}.py.
-KERAS_APPLICATIONS = {
-    app.name: app
-    for app in (
-        KerasApplication("resnet50", "ResNet50", "resnet", "caffe", "resnet",
-                         "2cb95161c43110f7111970584f804107", "4d473c1dd8becc155b73f8504c6f6626"),
-        KerasApplication("resnet101", "ResNet101", "resnet", "caffe", "resnet",
-                         "f1aeb4b969a6efcfb50fad2f0c20cfc5", "88cf7a10940856eca736dc7b7e228a21"),
-        KerasApplication("resnet152", "ResNet152", "resnet", "caffe", "resnet",
-                         "100835be76be38e30d865e96f2aaae62", "ee4c566cf9a93f14d82f913c2dc6dd0c"),
-        KerasApplication("resnet50v2", "ResNet50V2", "resnet_v2", "tf", "resnet",
-                         "3ef43a0b657b3be2300d5770ece849e0", "fac2f116257151a9d068a22e544a4917"),
-        KerasApplication("resnet101v2", "ResNet101V2", "resnet_v2", "tf", "resnet",
-                         "6343647c601c52e1368623803854d971", "c0ed64b8031c3730f411d2eb4eea35b5"),
-        KerasApplication("resnet152v2", "ResNet152V2", "resnet_v2", "tf", "resnet",
-                         "a49b44d1979771252814e80f8ec446f9", "ed17cf2e0169df9d443503ef94b23b33"),
-        KerasApplication("vgg16", "VGG16", "vgg", "caffe", "vgg16",
-                         "64373286793e3c8b2b4e3219cbf3544b", "6d6bbae143d832006294945121d1f1fc"),
-        KerasApplication("vgg19", "VGG19", "vgg", "caffe", "vgg19",
-                         "cbe5617147190e668d6c5d5026f83318", "253f8cb515780f3b799900260a226db6"),
-    )
-}
 
 
 def _application_builder(app):
@@ -169,8 +114,6 @@ def _application_builder(app):
         except ValueError as e:
             raise ValueError(f"{app.name} cannot take input_shape={tuple(input_shape)}: {e}") from None
         if weights == "pretrained":
-            from tfft import weights as weights_lib
-
             load_weights_file(model, weights_lib.imagenet_weights_or_raise(app.name))
         elif weights is not None:
             load_weights_file(model, os.fspath(weights))
@@ -180,7 +123,7 @@ def _application_builder(app):
 
 
 def _register_applications():
-    for app in KERAS_APPLICATIONS.values():
+    for app in weights_lib.KERAS_APPLICATIONS.values():
         register_backbone(
             BackboneSpec(
                 name=app.name,
@@ -284,8 +227,6 @@ def local_preset_dir(name):
     if root and os.path.isdir(os.path.join(root, name)):
         return os.path.join(root, name)
     if name in _PIP_PRESETS:
-        from tfft import weights as weights_lib
-
         package, subdir = _PIP_PRESETS[name]
         config = weights_lib.find_package_file(package, os.path.join(subdir, "config.json"))
         if config is not None:

@@ -19,6 +19,8 @@ import keras
 import numpy as np
 
 from tfft import io
+from tfft.distribute import worker_workdir
+from tfft.optim import uses_schedule
 from tfft.order import EpochSeed, seed_states, set_seed_states
 
 logger = logging.getLogger("tfft")
@@ -310,8 +312,6 @@ class ReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
     """Keras's ReduceLROnPlateau, a no-op (with one warning) under a learning-rate schedule."""
 
     def on_epoch_end(self, epoch, logs=None):
-        from tfft.optim import uses_schedule
-
         if uses_schedule(self.model.optimizer):
             if not getattr(self, "_warned", False):
                 logger.info("ReduceLROnPlateau is inactive: the learning rate follows a schedule.")
@@ -367,8 +367,6 @@ def pin_to(callbacks, model):
 
 def _writable_workdir(workdir):
     """`(where this process writes, workdir)`: a private temporary directory off the chief."""
-    from tfft.distribute import worker_workdir
-
     workdir = os.fspath(workdir)
     return worker_workdir(workdir), workdir
 

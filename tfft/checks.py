@@ -21,9 +21,8 @@ What is checked:
 import numpy as np
 import tensorflow as tf
 
-
-def _info(model):
-    return dict(getattr(model, "tfft_info", {}) or {})
+from tfft.data.bundle import dataset_classes
+from tfft.info import model_info
 
 
 def check_data(model, data, split="training"):
@@ -38,7 +37,7 @@ def check_data(model, data, split="training"):
     >>> model = tfft.build_model("vgg16", num_classes=3, weights=None, input_shape=(32, 32, 3))
     >>> check_data(model, (np.zeros((4, 32, 32, 1)), np.zeros(4)))
     Traceback (most recent call last):
-    ValueError: The training images have 1 channel (grayscale), but the model takes 3 (RGB) ...
+    ValueError: The training images have 1 channel (grayscale), but the model takes 3 (RGB): convert them ...
     """
     if data is None:
         return
@@ -94,7 +93,7 @@ def check_classes(model, num_classes, what="The data"):
     Traceback (most recent call last):
     ValueError: The data has 2 classes but the model was built with num_classes=3: build it with ...
     """
-    info = _info(model)
+    info = model_info(model)
     task, ours = info.get("task"), info.get("num_classes")
     if not num_classes:
         return
@@ -111,13 +110,11 @@ def _loader_classes(dataset):
     """The class names that a `tfft.data` dataset remembers from its bundle, or `None`."""
     if not isinstance(dataset, tf.data.Dataset):
         return None
-    from tfft.data.bundle import dataset_classes
-
     return dataset_classes(dataset)
 
 
 def _check_inputs(model, shape, dtype, split):
-    info = _info(model)
+    info = model_info(model)
     modality = info.get("modality", "image")
     if modality == "text":
         if dtype != tf.string:
@@ -156,7 +153,7 @@ def _check_finite(values, what):
 
 
 def _check_labels(model, y, split):
-    info = _info(model)
+    info = model_info(model)
     task, n = info.get("task"), info.get("num_classes")
     if task is None or y.dtype.kind not in "fiub":
         return

@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 
+import keras
 import tensorflow as tf
 
 from tfft.errors import did_you_mean
@@ -59,24 +60,24 @@ _KERAS_PATCHED = False
 
 
 def enable_keras_multi_worker():
-    """Lets Keras 3's `fit` / `evaluate` run under a MultiWorkerMirroredStrategy of several workers.
+    """Lets Keras 3's `fit` / `evaluate` run under a strategy of several replicas (one or many workers).
 
     Keras 3.15 (TensorFlow backend) fails there in two places (keras-team/keras#20585):
-    `fit` first reduces a whole `(x, y)` batch with `strategy.reduce`, which takes one
-    tensor, not a nest (`ValueError: Attempt to convert a value (PerReplica...)`); and each
-    step's logs are averaged with `strategy.reduce("MEAN", v, axis=0)`, which fails on
-    scalar metrics (`Invalid reduction dimension 0 for input with 0 dimensions`). This
-    changes exactly those two points, and only for multi-worker strategies: the symbolic
-    build takes this worker's first replica's batch (only shapes matter), and the logs are
+    before the first step `fit` averages a whole `(x, y)` batch over the replicas with
+    `strategy.reduce("MEAN", ...)` to build the model symbolically, which fails on a nest
+    under MultiWorkerMirroredStrategy (`Attempt to convert a value (PerReplica...)`) and on
+    strings under any strategy (`AddN` has no string kernel: text models take raw strings);
+    and each step's logs are averaged with `strategy.reduce("MEAN", v, axis=0)`, which fails
+    on scalar metrics across workers (`Invalid reduction dimension 0`). This changes exactly
+    those two points: the symbolic build takes the first local replica's batch (only shapes
+    matter) whenever there are several replicas, and, for several workers, the logs are
     averaged across replicas (`axis=None`). Everything else, the gradients' all-reduce
-    included, stays TensorFlow's. Idempotent; `get_strategy("multi_worker")` and
-    `fine_tune` call it.
+    included, stays TensorFlow's. Idempotent; `get_strategy` and `fine_tune` call it.
     """
     global _KERAS_PATCHED
     if _KERAS_PATCHED:
         return
-    from keras.src import tree
-    from keras.src.backend.tensorflow import trainer as tf_trainer
+    from keras.src.backend.tensorflow import trainer as tf_trainer  # private: see BUILD_NOTES, "Private APIs"
 
     trainer_cls = tf_trainer.TensorFlowTrainer
     original_build = trainer_cls._maybe_symbolic_build
@@ -84,10 +85,10 @@ def enable_keras_multi_worker():
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         strategy = self._distribute_strategy
-        if strategy is None or not _is_multi_worker(strategy) or iterator is None:
+        if strategy is None or strategy.num_replicas_in_sync < 2 or iterator is None:
             return original_build(self, iterator=iterator, data_batch=data_batch)
         for _, _, it in iterator:
-            data_batch = tree.map_structure(
+            data_batch = keras.tree.map_structure(
                 lambda v: strategy.experimental_local_results(v)[0]
                 if isinstance(v, tf.distribute.DistributedValues) else v, next(it))
             break
@@ -96,7 +97,7 @@ def enable_keras_multi_worker():
 
     def reduce_per_replica(values, strategy, reduction):
         if reduction in ("auto", "mean") and _is_multi_worker(strategy):
-            return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+            return keras.tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
         return original_reduce(values, strategy, reduction)
 
     trainer_cls._maybe_symbolic_build = _maybe_symbolic_build
@@ -128,7 +129,7 @@ def get_strategy(name="auto", *, devices=None, tpu=None):
     1
     """
     if isinstance(name, tf.distribute.Strategy):
-        if _is_multi_worker(name):
+        if _is_multi_worker(name) or name.num_replicas_in_sync > 1:
             enable_keras_multi_worker()
         return name
     if name not in STRATEGIES:
@@ -145,6 +146,8 @@ def get_strategy(name="auto", *, devices=None, tpu=None):
         kind = "GPU" if _gpus() else "CPU"
         devices = devices or [d.name for d in tf.config.list_logical_devices(kind)]
         strategy = tf.distribute.MirroredStrategy(devices=devices)
+        if strategy.num_replicas_in_sync > 1:
+            enable_keras_multi_worker()
     elif name == "multi_worker":
         if "TF_CONFIG" not in os.environ:
             raise ValueError(

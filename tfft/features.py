@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfft import order as order_lib
+from tfft.info import model_info
 
 logger = logging.getLogger("tfft")
 
@@ -58,7 +59,7 @@ def split_at_features(model):
             return None, None
         x = layer(x)
     head = keras.Model(head_in, x, name="head")
-    head.tfft_info = dict(getattr(model, "tfft_info", {}) or {})
+    head.tfft_info = model_info(model)
     return extractor, head
 
 
@@ -104,6 +105,7 @@ class _Entry:
         self.batch_size = batch_size
         self.tensors = tensors
         self.path = path
+        self.served = {}  # (batch size, order, seed) -> the dataset handed out
         self.spec = features_spec
 
 
@@ -162,21 +164,27 @@ class FeatureStore:
             self._entries[key] = entry
         else:
             self.hits += 1
-        if entry.tensors is not None:
-            ds = tf.data.Dataset.from_tensor_slices(entry.tensors)
-        else:
-            ds = tf.data.Dataset.load(entry.path)
         batch = int(batch_size or (order.batch_size if order is not None and order.batch_size else entry.batch_size))
-        if shuffle is None and order is not None and order.elements is not None:
-            return order_lib.DatasetOrder(ds, order.examples, batch, order.buffer, order.seed).arrange(
-                ds).prefetch(tf.data.AUTOTUNE)
-        if shuffle or (shuffle is None and order_lib.reshuffles(data)):
-            if shuffle is None and not getattr(entry, "warned", False):
-                entry.warned = True
-                logger.info("The training dataset reshuffles each epoch; its cached features reshuffle each epoch "
-                            "too, in tfft's seeded order (seed %s), not in the dataset's own order.", seed or 0)
-            ds = order_lib.epoch_shuffle(ds, _count(entry), 0 if seed is None else seed)
-        return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
+        exact = shuffle is None and order is not None and order.elements is not None
+        reshuffled = not exact and (shuffle or (shuffle is None and order_lib.reshuffles(data)))
+        if reshuffled and shuffle is None and not getattr(entry, "warned", False):
+            entry.warned = True
+            logger.info("The training dataset reshuffles each epoch; its cached features reshuffle each epoch too, "
+                        "in tfft's seeded order (seed %s), not in the dataset's own order.", seed or 0)
+        # Served datasets are kept per form: trials that ask again get the same tf.data object (no new graph
+        # holding the features again, nothing that grows trial after trial).
+        form = (batch, "exact" if exact else "shuffled" if reshuffled else "fixed", seed if reshuffled else None)
+        if form not in entry.served:
+            ds = (tf.data.Dataset.from_tensor_slices(entry.tensors) if entry.tensors is not None
+                  else tf.data.Dataset.load(entry.path))
+            if exact:
+                ds = order_lib.DatasetOrder(ds, order.examples, batch, order.buffer, order.seed).arrange(ds)
+            elif reshuffled:
+                ds = order_lib.epoch_shuffle(ds, _count(entry), 0 if seed is None else seed).batch(batch)
+            else:
+                ds = ds.batch(batch)
+            entry.served[form] = ds.prefetch(tf.data.AUTOTUNE)
+        return entry.served[form]
 
     def _compute(self, extractor, data, key):
         batches, batch_size, nbytes, path, writer_parts = [], None, 0, None, []

@@ -20,13 +20,13 @@ import logging
 from typing import Dict, List, Optional
 
 from tfft import batches as batches_lib
-from tfft import checks
+from tfft import checks, run_state
 from tfft import distribute as distribute_lib
 from tfft import features as features_lib
+from tfft import lora
 from tfft import phases as phases_lib
 from tfft import recipe as recipe_lib
-from tfft import run_state
-from tfft.models import model_info
+from tfft.info import model_info
 from tfft.phases import PhaseResult  # noqa: F401  (part of FineTuneResult's public shape)
 from tfft.recipe import Recipe
 
@@ -150,7 +150,10 @@ def fine_tune(
         train_batchnorm: let unfrozen BatchNormalization layers train.
         augment: augmentation of the training batches of phase 2 (names as for
             `tfft.data.augmentation_layer`; False: none). The head phase is never augmented.
-        mixup, cutmix, ema, lora_rank: see `tfft.recipe.Recipe`.
+        mixup, cutmix, ema: see `tfft.recipe.Recipe`.
+        lora_rank: train LoRA adapters of this rank on the backbone's projections (keras-hub
+            BERT: query and value; Keras's `enable_lora`) and the head in phase 2, instead of
+            unfreezing; the model ends with the adapters merged into its kernels.
         class_weight: passed to `fit`.
         monitor: the metric callbacks watch (default `val_loss`, or `loss` without
             validation data).
@@ -186,6 +189,7 @@ def fine_tune(
     >>> model = tfft.build_model("resnet50", num_classes=2, weights=None, input_shape=(32, 32, 3))
     >>> x, y = np.random.rand(8, 32, 32, 3) * 255, np.arange(8) % 2
     >>> result = tfft.fine_tune(model, (x, y), (x, y), head_epochs=1, finetune_epochs=1, verbose=0)
+    [tfft] recipe for image data (8 training examples): head 1 epoch (adam 0.001, constant) on cached features, ...
     >>> sorted(result.histories)
     ['finetune', 'head']
     """
@@ -214,6 +218,7 @@ def fine_tune(
     state = run_state.RunState(workdir)
     plan = recipe_lib.plan_phases(resolved, model)
     state.bind(model, plan)
+    state.data["recipe"] = resolved.to_dict()  # what ran, e.g. its label smoothing for scoring later
 
     runner = phases_lib.PhaseRunner(
         model, resolved, train, val, state=state, workdir=workdir, cache=cache_features,
@@ -224,6 +229,8 @@ def fine_tune(
     results = []
     for phase, start, stop in recipe_lib.within(plan, epochs=epochs, initial_epoch=initial_epoch):
         if state.done(phase.name):
+            if not phase.is_head and resolved.lora_rank:
+                lora.apply_lora_for_phase(model, resolved.lora_rank)  # its weights include the adapters
             state.restore(phase.name, model)
             results.append(PhaseResult(phase.name, start, stop, state.history(phase.name), resumed=True))
             logger.info("Phase %s already finished in %s; its weights were restored.", phase.name, workdir)
@@ -231,6 +238,8 @@ def fine_tune(
         results.append(runner.run(phase, start, stop))
         if stop == phase.end:
             state.finish(phase.name, model)
+    if resolved.lora_rank:
+        lora.merge_lora(model)  # a plain model: the adapters folded into the kernels, saved and loaded as usual
     metrics = phases_lib.final_metrics(model, val, results, verbose, resolved)
     if workdir:
         state.set_metrics(metrics)

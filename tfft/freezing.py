@@ -35,7 +35,9 @@ from typing import List
 import keras
 import numpy as np
 
+from tfft import backbones as backbones_lib
 from tfft.errors import did_you_mean
+from tfft.info import model_info
 
 
 @dataclasses.dataclass
@@ -71,8 +73,6 @@ def get_backbone(model):
         return model
 
 
-_backbone = get_backbone  # TODO(layout): callers still being moved to the public name
-
 
 def backbone_layers(backbone):
     """The backbone's own layers (a lone layer used as a backbone is its own only layer)."""
@@ -99,9 +99,7 @@ def block_index(backbone, pattern):
 
 def block_pattern(model, backbone):
     """The registry's block regex of the model's backbone (or one recognized from its layer names), or None."""
-    from tfft import backbones as backbones_lib
-
-    info = getattr(model, "tfft_info", {}) or {}
+    info = model_info(model)
     name = info.get("backbone")
     if name in backbones_lib.list_backbones():
         return backbones_lib.get_backbone_spec(name).block_pattern
@@ -165,6 +163,9 @@ def _as_number(term):
     return None
 
 
+SPEC_KINDS = ("backbone", "none", "until", "from", "re", "bottom", "top", "embeddings", "stem")
+
+
 def _resolve_term(model, backbone, layers, names, term, from_top):
     n_layers = len(layers)
     if term is None or term is False or term == "none":
@@ -210,7 +211,7 @@ def _resolve_term(model, backbone, layers, names, term, from_top):
     if kind in ("stem", "embeddings", "bottom", "top"):
         return _resolve_blocks(model, backbone, names, kind, arg, term)
     raise ValueError(
-        f"Freeze spec {term!r} is not understood.{did_you_mean(kind, ['backbone', 'none', 'until', 'from', 're', 'bottom', 'top', 'embeddings', 'stem'])} "
+        f"Freeze spec {term!r} is not understood.{did_you_mean(kind, SPEC_KINDS)} "
         "Use 'backbone', 'none', an int, a float in (0, 1), 'until:<layer>', 'from:<layer>', 're:<regex>', "
         "'embeddings', 'bottom:<n>', 'top:<n>', or several joined with '+'."
     )
@@ -240,7 +241,7 @@ def _apply(model, frozen_names, train_batchnorm):
     # list: reset every layer of the model and of the backbone explicitly.
     for layer in [model, backbone] + list(model.layers) + backbone_layers(backbone):
         layer.trainable = True
-    unused = set((getattr(model, "tfft_info", None) or {}).get("unused_layers", ()))
+    unused = set(model_info(model).get("unused_layers", ()))
     for layer in backbone_layers(backbone):
         if layer.name in frozen_names or layer.name in unused:
             layer.trainable = False
@@ -276,10 +277,11 @@ def summarize(model, frozen_batchnorm=None):
 
 def _lora(model, spec):  # tfft.lora
     """`tfft.lora.enable_lora(model, rank)` for a `"lora:<rank>"` spec; None for any other spec."""
+    if not (isinstance(spec, str) and spec.strip().startswith("lora:")):
+        return None
     from tfft import lora
 
-    rank = lora.parse_spec(spec)
-    return lora.enable_lora(model, rank) if rank else None
+    return lora.enable_lora(model, lora.parse_spec(spec))
 
 
 def freeze(model, spec="backbone", *, train_batchnorm=False):
@@ -321,5 +323,3 @@ def unfreeze(model, spec, *, train_batchnorm=False):
     frozen = {layer.name for layer in backbone_layers(backbone) if layer.name not in trainable}
     return _apply(model, frozen, train_batchnorm)
 
-
-_block_pattern = block_pattern  # TODO(layout): callers still being moved to the public name

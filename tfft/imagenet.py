@@ -4,6 +4,7 @@ import keras
 
 from tfft import backbones as backbones_lib
 from tfft import efficientnet_lite
+from tfft import weights as weights_lib
 
 
 def imagenet_classifier(name, *, input_shape=None, weights="pretrained"):
@@ -11,7 +12,7 @@ def imagenet_classifier(name, *, input_shape=None, weights="pretrained"):
 
     Args:
         name: an image backbone of the registry: a `keras.applications` network
-            (`tfft.backbones.KERAS_APPLICATIONS`) or an EfficientNet-Lite variant.
+            (`tfft.weights.KERAS_APPLICATIONS`) or an EfficientNet-Lite variant.
         input_shape: `(height, width, 3)`; default: the backbone's native size (224 px,
             which keras.applications networks with their top require; 224, 240 or 260 px
             for EfficientNet-Lite0, -Lite1, -Lite2).
@@ -31,16 +32,14 @@ def imagenet_classifier(name, *, input_shape=None, weights="pretrained"):
     input_shape = tuple(input_shape or spec.input_shape)
     if name in efficientnet_lite.VARIANTS:
         return efficientnet_lite.imagenet_classifier(input_shape=input_shape, weights=weights, variant=name)
-    if name not in backbones_lib.KERAS_APPLICATIONS:
+    if name not in weights_lib.KERAS_APPLICATIONS:
         raise ValueError(
             f"No ImageNet classifier is known for {name!r}; known: "
-            f"{sorted(backbones_lib.KERAS_APPLICATIONS) + sorted(efficientnet_lite.VARIANTS)}."
+            f"{sorted(weights_lib.KERAS_APPLICATIONS) + sorted(efficientnet_lite.VARIANTS)}."
         )
-    network = getattr(keras.applications, backbones_lib.KERAS_APPLICATIONS[name].class_name)(
+    network = getattr(keras.applications, weights_lib.KERAS_APPLICATIONS[name].class_name)(
         include_top=True, weights=None, input_shape=input_shape, classifier_activation="softmax"
     )
-    from tfft import weights as weights_lib
-
     if weights == "pretrained":
         weights = weights_lib.imagenet_weights_or_raise(name, include_top=True)
     if weights is not None:

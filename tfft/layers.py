@@ -83,7 +83,8 @@ class TextPreprocessor(keras.layers.Layer):
     >>> vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "movie"]
     >>> tokenizer = keras_hub.models.BertTokenizer(vocabulary=vocab)
     >>> hub = keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=8)
-    >>> TextPreprocessor(hub)(["a movie", "a"])["token_ids"].shape
+    >>> import tensorflow as tf
+    >>> TextPreprocessor(hub)(tf.constant(["a movie", "a"]))["token_ids"].shape
     TensorShape([2, 4])
     """
 

@@ -30,8 +30,12 @@ import numpy as np
 import tensorflow as tf
 
 from tfft import features as features_lib
-from tfft import recipe as recipe_lib
 from tfft import io
+from tfft import recipe as recipe_lib
+from tfft.batches import as_batches
+from tfft.data import DataBundle
+from tfft.info import model_info
+from tfft.optim import default_loss, make_optimizer
 
 logger = logging.getLogger("tfft")
 
@@ -144,9 +148,6 @@ def suggest(learning_rates, smoothed_losses, *, skip_start=None, skip_end=None):
 
 
 def _as_batches(data, batch_size):
-    from tfft.data import DataBundle
-    from tfft.batches import as_batches
-
     if isinstance(data, DataBundle):
         data = data.train
     if isinstance(data, (tuple, list)) and len(data) in (2, 3) and not isinstance(data[0], tf.data.Dataset):
@@ -177,18 +178,14 @@ def _loss_fn(model, loss):
         return _as_loss(loss)
     if getattr(model, "loss", None) is not None:
         return _as_loss(model.loss)
-    task = (getattr(model, "tfft_info", {}) or {}).get("task")
+    task = model_info(model).get("task")
     if task is None:
         raise ValueError("The model is not compiled and tfft does not know its task: pass loss=.")
-    from tfft.optim import default_loss
-
     return default_loss(task)
 
 
 def _fresh_optimizer(model, optimizer, learning_rate):
     """A new optimizer of the model's kind (or `optimizer`), at a plain settable rate."""
-    from tfft.optim import make_optimizer
-
     if optimizer is None and getattr(model, "optimizer", None) is not None:
         config = model.optimizer.get_config()
         config["learning_rate"] = float(learning_rate)

@@ -9,6 +9,9 @@ from keras.src.models import functional as keras_functional  # private: see BUIL
 
 from tfft import backbones as backbones_lib
 from tfft.errors import did_you_mean
+from tfft.freezing import freeze as freeze_fn
+from tfft.freezing import get_backbone  # noqa: F401  (part of tfft's API: tfft.get_backbone)
+from tfft.info import model_info  # noqa: F401  (imported from here by the rest of tfft)
 from tfft.layers import TextPreprocessor
 
 logger = logging.getLogger("tfft")
@@ -128,19 +131,6 @@ def seed_head(model, seed):
         for j, generator in enumerate(getattr(layer, "_seed_generators", ())):
             generator.state.assign(keras.ops.convert_to_tensor([seed + 5_000 + 10 * i + j, 0],
                                                                dtype=generator.state.dtype))
-
-
-def model_info(model):
-    """What tfft knows about `model` (task, num_classes, modality, ...); {} for foreign models."""
-    return dict(getattr(model, "tfft_info", {}) or {})
-
-
-def get_backbone(model):
-    """The layer named `"backbone"`, or the model itself when it has none."""
-    try:
-        return model.get_layer("backbone")
-    except ValueError:
-        return model
 
 
 # --------------------------------------------------------------------------------------------
@@ -309,8 +299,6 @@ def build_model(
     >>> model.get_layer("backbone").name, model.output.shape
     ('backbone', (None, 3))
     """
-    from tfft.freezing import freeze as freeze_fn
-
     head_seed = draw_head_seed()  # first, so the head does not depend on what building the backbone draws
     units = output_units(task, num_classes)
     info = {"task": task, "num_classes": int(num_classes) if num_classes else units, "weights": _weights_tag(weights)}

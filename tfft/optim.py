@@ -13,6 +13,8 @@ import keras
 from keras import ops
 
 from tfft.errors import did_you_mean
+from tfft.freezing import backbone_layers, block_index, block_pattern, get_backbone
+from tfft.info import model_info
 
 logger = logging.getLogger("tfft")
 
@@ -178,10 +180,8 @@ _CLASSES = {
 def layerwise_multipliers(model, decay):
     """Learning-rate multipliers for layer-wise decay: the head gets 1, the top backbone block
     `decay`, the next `decay**2`, ..., the stem / embeddings `decay**(n_blocks + 1)`."""
-    from tfft.freezing import _backbone, _block_pattern, backbone_layers, block_index
-
-    backbone = _backbone(model)
-    pattern = _block_pattern(model, backbone)
+    backbone = get_backbone(model)
+    pattern = block_pattern(model, backbone)
     if pattern is None:
         raise ValueError("layerwise_decay needs a backbone with a known block structure.")
     blocks, n_blocks = block_index(backbone, pattern)
@@ -570,7 +570,7 @@ def ema_callbacks(model, callbacks=()):
 
 def default_learning_rate(model):
     """1e-3 for image heads, 3e-5 for text (the BERT recipe)."""
-    info = getattr(model, "tfft_info", {}) or {}
+    info = model_info(model)
     return 3e-5 if info.get("modality") == "text" else 1e-3
 
 
@@ -636,7 +636,7 @@ def compile_model(
     >>> _ = tfft.compile_model(model, optimizer="sgd", learning_rate=0.01, schedule="cosine",
     ...                        warmup_steps=10, decay_steps=100)
     """
-    info = getattr(model, "tfft_info", {}) or {}
+    info = model_info(model)
     task = task or info.get("task")
     if task is None and (loss == "auto" or metrics == "auto"):
         raise ValueError("compile_model needs task= for a model that tfft.build_model did not build.")

@@ -19,13 +19,13 @@ from tfft import batches as batches_lib
 from tfft import callbacks as callbacks_lib
 from tfft import distribute as distribute_lib
 from tfft import features as features_lib
-from tfft import io
+from tfft import io, lora
 from tfft import order as order_lib
 from tfft import recipe as recipe_lib
 from tfft.data import is_augmented
 from tfft.data.augment import augment_batches, mix_batches
 from tfft.freezing import FreezeSummary, freeze, unfreeze
-from tfft.models import model_info
+from tfft.info import model_info
 from tfft.optim import compile_model, ema_callbacks
 from tfft.run_state import EpochLog
 
@@ -110,6 +110,8 @@ class PhaseRunner:
         model, recipe = self.model, self.recipe
         if phase.is_head:
             summary = freeze(model, "backbone", train_batchnorm=recipe.train_batchnorm)
+        elif recipe.lora_rank:  # adapters on the backbone's projections train, with the head (tfft.lora)
+            summary = lora.apply_lora_for_phase(model, recipe.lora_rank)
         else:
             summary = unfreeze(model, phase.trains, train_batchnorm=recipe.train_batchnorm)
         cached = self._on_cached_features(phase)

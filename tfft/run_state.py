@@ -25,11 +25,10 @@ import shutil
 import keras
 import numpy as np
 
-from tfft import io
+from tfft import io, reporting
 from tfft import order as order_lib
-from tfft import reporting
 from tfft.callbacks import loss_is_finite, lower_is_better
-from tfft.models import model_info
+from tfft.info import model_info
 
 logger = logging.getLogger("tfft")
 

@@ -29,7 +29,9 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
+from tfft import optim
 from tfft.errors import did_you_mean
+from tfft.info import model_info
 
 DEFAULT_VIEWS = ("original", "flip")
 DEFAULT_CROP = 0.875
@@ -138,7 +140,7 @@ def _crop(images, fraction, anchor_y, anchor_x):
 
 
 def _require_images(model):
-    info = dict(getattr(model, "tfft_info", {}) or {})
+    info = model_info(model)
     inputs = getattr(model, "inputs", None) or []
     text = info.get("modality") == "text" or any("string" in str(getattr(t, "dtype", "")) for t in inputs)
     if text or (inputs and len(inputs[0].shape) != 4):
@@ -170,7 +172,7 @@ class TTAModel(keras.Model):
         super().__init__(**kwargs)
         self.inner = model
         self.views = parse_views(views)
-        self.tfft_info = dict(getattr(model, "tfft_info", {}) or {})
+        self.tfft_info = model_info(model)
 
     def call(self, images, training=False):
         outputs = [self.inner(apply_view(images, view), training=False) for view in self.views]
@@ -238,8 +240,6 @@ def evaluate(model, dataset, *, views=DEFAULT_VIEWS, task=None, loss="auto", met
     print(metrics["accuracy"])
     ```
     """
-    from tfft import optim
-
     wrapped = tta_model(model, views)
     with wrapped.distribute_strategy.scope():
         optim.compile_model(wrapped, task=task, loss=loss, metrics=metrics)

@@ -35,6 +35,64 @@ from tfft import io as io_lib
 from tfft import net
 from tfft.errors import OfflineError
 
+APPLICATIONS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
+
+
+@dataclasses.dataclass(frozen=True)
+class KerasApplication:
+    """A `keras.applications` network of the registry, and its official ImageNet weights files.
+
+    Attributes:
+        name: registry name, e.g. `"resnet50"` (also the stem of the weights file names).
+        class_name: the `keras.applications` class, e.g. `"ResNet50"`.
+        family: `"resnet"`, `"resnet_v2"` or `"vgg"`.
+        preprocessing: the `ImageNetPreprocessing` mode, `"caffe"` or `"tf"`.
+        weights_folder: the folder of the weights files under `APPLICATIONS_URL`.
+        md5_top: md5 of the file with the classifier top.
+        md5_notop: md5 of the file without it.
+    """
+
+    name: str
+    class_name: str
+    family: str
+    preprocessing: str
+    weights_folder: str
+    md5_top: str
+    md5_notop: str
+
+    def weights_file(self, include_top=False):
+        """Returns `(file_name, url, md5)`, e.g. `vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5`."""
+        file_name = f"{self.name}_weights_tf_dim_ordering_tf_kernels{'' if include_top else '_notop'}.h5"
+        url = f"{APPLICATIONS_URL}{self.weights_folder}/{file_name}"
+        return file_name, url, self.md5_top if include_top else self.md5_notop
+
+
+# The one table of keras.applications networks: the registry (`tfft.backbones`), `tfft.imagenet` and this
+# module read it.
+# File names and md5 hashes as in keras/src/applications/{resnet,vgg16,vgg19}.py.
+KERAS_APPLICATIONS = {
+    app.name: app
+    for app in (
+        KerasApplication("resnet50", "ResNet50", "resnet", "caffe", "resnet",
+                         "2cb95161c43110f7111970584f804107", "4d473c1dd8becc155b73f8504c6f6626"),
+        KerasApplication("resnet101", "ResNet101", "resnet", "caffe", "resnet",
+                         "f1aeb4b969a6efcfb50fad2f0c20cfc5", "88cf7a10940856eca736dc7b7e228a21"),
+        KerasApplication("resnet152", "ResNet152", "resnet", "caffe", "resnet",
+                         "100835be76be38e30d865e96f2aaae62", "ee4c566cf9a93f14d82f913c2dc6dd0c"),
+        KerasApplication("resnet50v2", "ResNet50V2", "resnet_v2", "tf", "resnet",
+                         "3ef43a0b657b3be2300d5770ece849e0", "fac2f116257151a9d068a22e544a4917"),
+        KerasApplication("resnet101v2", "ResNet101V2", "resnet_v2", "tf", "resnet",
+                         "6343647c601c52e1368623803854d971", "c0ed64b8031c3730f411d2eb4eea35b5"),
+        KerasApplication("resnet152v2", "ResNet152V2", "resnet_v2", "tf", "resnet",
+                         "a49b44d1979771252814e80f8ec446f9", "ed17cf2e0169df9d443503ef94b23b33"),
+        KerasApplication("vgg16", "VGG16", "vgg", "caffe", "vgg16",
+                         "64373286793e3c8b2b4e3219cbf3544b", "6d6bbae143d832006294945121d1f1fc"),
+        KerasApplication("vgg19", "VGG19", "vgg", "caffe", "vgg19",
+                         "cbe5617147190e668d6c5d5026f83318", "253f8cb515780f3b799900260a226db6"),
+    )
+}
+
+
 __all__ = [
     "OfflineError",
     "LoadedWeights",
@@ -293,7 +351,7 @@ def keras_cache_path(file_name):
 def application_weights_file(arch, include_top=False):
     """Returns `(file_name, url, md5)` of the official ImageNet weights of `arch`.
 
-    The files, folders and hashes are those of `tfft.backbones.KERAS_APPLICATIONS`
+    The files, folders and hashes are those of `KERAS_APPLICATIONS`
     (as in keras/src/applications/{resnet,vgg16,vgg19}.py).
 
     Args:
@@ -304,8 +362,6 @@ def application_weights_file(arch, include_top=False):
     Raises:
         ValueError: for an unknown `arch`.
     """
-    from tfft.backbones import KERAS_APPLICATIONS
-
     if arch not in KERAS_APPLICATIONS:
         raise ValueError(
             f"No official ImageNet weights file is known for {arch!r}; known: "

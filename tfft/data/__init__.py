@@ -76,12 +76,13 @@ folders), `images`, `text`, `arrays`, `tfds` (the loaders).
 
 from tfft.data.arrays import from_arrays
 from tfft.data.augment import DEFAULT_AUGMENTATIONS, augmentation_layer, is_augmented
-from tfft.data.bundle import BAD_FILE_POLICIES, DEFAULT_SEED, SPLITS, TASKS, DataBundle, Examples
+from tfft.data.bundle import BAD_FILE_POLICIES, DEFAULT_SEED, SPLITS, TASKS, DataBundle, Examples, dataset_classes
 from tfft.data.images import IMAGE_EXTENSIONS, VALIDATE_POLICIES, find_bad_images, from_image_directory
 from tfft.data.pipeline import (AUTO_CACHE_BYTES, AUTOTUNE, DEFAULT_IMAGE_SIZE, MAX_SHUFFLE_BUFFER, RESIZE_POLICIES,
                                 resolve_image_size)
 from tfft.data.splits import class_weights, kfold, kfold_indices, stratified_split_indices
-from tfft.data.text import TEXT_EXTENSIONS, from_text_files
+from tfft.data.tables import Table, read_table
+from tfft.data.text import TEXT_EXTENSIONS, from_text_files, read_text_table
 from tfft.data.tfds import TFDS_STORAGE_HOST, DatasetNotPreparedError, from_tfds, network_available
 
 __all__ = [
@@ -90,5 +91,6 @@ __all__ = [
     "kfold", "class_weights", "find_bad_images", "network_available", "DatasetNotPreparedError",
     "IMAGE_EXTENSIONS", "TEXT_EXTENSIONS", "SPLITS", "TASKS", "DEFAULT_SEED", "DEFAULT_AUGMENTATIONS",
     "BAD_FILE_POLICIES", "VALIDATE_POLICIES", "RESIZE_POLICIES", "AUTO_CACHE_BYTES", "AUTOTUNE",
-    "DEFAULT_IMAGE_SIZE", "MAX_SHUFFLE_BUFFER", "TFDS_STORAGE_HOST",
+    "DEFAULT_IMAGE_SIZE", "MAX_SHUFFLE_BUFFER", "TFDS_STORAGE_HOST", "Table", "read_table", "read_text_table",
+    "dataset_classes",
 ]

@@ -9,8 +9,7 @@ from typing import Any
 import numpy as np
 
 from tfft.data.augment import augmentation_layer
-from tfft.data.bundle import DEFAULT_SEED, TASKS, DataBundle, Examples, check_choice, label_mapping_note
-from tfft.data.bundle import make_bundle
+from tfft.data.bundle import DEFAULT_SEED, TASKS, DataBundle, Examples, check_choice, label_mapping_note, make_bundle
 from tfft.data.pipeline import Pipeline, as_size, resize_layer
 from tfft.data.splits import make_splits
 

@@ -157,15 +157,21 @@ class DataBundle:
             raise ValueError(f"Unknown split {name!r}; expected one of {SPLITS}.")
         return getattr(self, name)
 
-    def summary(self) -> str:
-        """Returns a table of per-split class counts and the pipeline settings."""
-        head = [f"{self.modality} data, task {self.task}"]
+    def summary(self, task: str | None = None) -> str:
+        """Returns a table of per-split class counts and the pipeline settings.
+
+        Args:
+            task: the task the data are used for, when it is not the bundle's own (a
+                two-class bundle trains a `task="binary"` model too).
+        """
+        head = [f"{self.modality} data, task {task or self.task}"]
         if self.class_names:
             head.append(f"{len(self.class_names)} classes")
         if self.image_size:
             head.append(f"image size {self.image_size[0]}x{self.image_size[1]}")
         head.append(f"batch size {self.batch_size}")
-        head.append("augmented train" if self.augmented else "no augmentation")
+        if self.augmented:
+            head.append("training batches augmented by the loader")
         lines = [", ".join(head)]
         splits = [s for s in SPLITS if self.split(s) is not None]
         if self.counts and self.class_names:

@@ -8,6 +8,11 @@ from collections.abc import Mapping, Sequence
 
 logger = logging.getLogger("tfft.data")
 
+# Folder names that name a split, not a class.
+SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "validation", "valid": "validation",
+                 "validation": "validation", "dev": "validation", "test": "test", "testing": "test"}
+
+
 def list_class_folder(
     root: str, extensions: Sequence[str]
 ) -> dict[str, list[str]]:
@@ -19,6 +24,7 @@ def list_class_folder(
     )
     if not classes:
         raise ValueError(f"{root!r} has no class subfolders; expected {root}/<class>/<files>.")
+    _refuse_split_folders(root, classes)
     listing = {}
     for name in classes:
         files = []
@@ -31,6 +37,20 @@ def list_class_folder(
             ]
         listing[name] = files
     return listing
+
+
+def _refuse_split_folders(root, classes):
+    """`root/train/<class>/...` (and val/, test/) is pre-split data, not classes named train and val."""
+    splits = [c for c in classes if c.lower() in SPLIT_FOLDERS]
+    if len(splits) < 2 or len(splits) != len(classes):
+        return
+    if not all(any(e.is_dir() for e in os.scandir(os.path.join(root, c))) for c in splits):
+        return
+    given = ", ".join(f"{SPLIT_FOLDERS[c.lower()]!r}: {os.path.join(root, c)!r}" for c in splits)
+    raise ValueError(
+        f"{root!r} holds split folders ({', '.join(splits)}), each with class subfolders, not one folder per "
+        f"class: pass the splits as a mapping, e.g. {{{given}}} (then no validation_split / test_split is needed "
+        "for the splits you give).")
 
 
 def resolve_folder_classes(

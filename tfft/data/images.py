@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -12,7 +13,15 @@ import numpy as np
 import tensorflow as tf
 
 from tfft.data.augment import augmentation_layer
-from tfft.data.bundle import BAD_FILE_POLICIES, DEFAULT_SEED, DataBundle, Examples, check_choice, make_bundle, report_bad
+from tfft.data.bundle import (
+    BAD_FILE_POLICIES,
+    DEFAULT_SEED,
+    DataBundle,
+    Examples,
+    check_choice,
+    make_bundle,
+    report_bad,
+)
 from tfft.data.folders import folder_examples, list_class_folder, resolve_folder_classes
 from tfft.data.pipeline import AUTOTUNE, Pipeline, decode_image, resize_layer, resolve_image_size
 from tfft.data.splits import make_splits, split_sources
@@ -21,6 +30,41 @@ logger = logging.getLogger("tfft.data")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 VALIDATE_POLICIES = ("decode", "header", "none")
+# Images larger than this are not decoded: a 20,000 x 20,000 px photo alone would take 1.2 GB as
+# pixels before it is resized (and every decoding thread may hold one).
+MAX_PIXELS = 64_000_000
+
+
+def oversized_images(paths: Sequence[str], max_pixels: int = MAX_PIXELS) -> dict[str, str]:
+    """`{path: reason}` for images whose header says they have more than `max_pixels` pixels.
+
+    Only the headers are read (PIL), in a thread pool.
+
+    Example:
+
+    >>> oversized_images([])
+    {}
+    """
+    from PIL import Image  # optional at import time: only image folders need it
+
+    def check(path):
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+        except Image.DecompressionBombError as e:  # PIL refuses to open it; its message has the pixel count
+            count = re.search(r"\((\d+) pixels\)", str(e))
+            return path, f"an image of {int(count.group(1)) / 1e6:.0f} megapixels" if count else "a huge image"
+        except Exception:  # an unreadable header: the decode check reports it
+            return path, None
+        if width * height > max_pixels:
+            return path, f"an image of {width}x{height} px ({width * height / 1e6:.0f} megapixels)"
+        return path, None
+
+    workers = min(16, (os.cpu_count() or 1) * 4)
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        found = {p: why for p, why in pool.map(check, paths) if why}
+    return {p: f"{why} is over the {max_pixels / 1e6:.0f}-megapixel limit for decoding: downscale it "
+               "(e.g. to 2,000 px on the long side)" for p, why in found.items()}
 
 def _undecodable_images(paths: Sequence[str]) -> set[str]:
     """Paths that `tf.io.decode_image` cannot decode (parallel pass)."""
@@ -89,9 +133,10 @@ def _image_folder_examples(
     listing = list_class_folder(root, IMAGE_EXTENSIONS)
     names = resolve_folder_classes(listing, class_names, root, "image files")
     paths, labels, bad = folder_examples(listing, names, root)
-    broken = find_bad_images(paths, validate)
-    bad += [(p, "not a decodable image") for p in paths if p in broken]
-    keep = [i for i, p in enumerate(paths) if p not in broken]
+    huge = oversized_images(paths)
+    broken = find_bad_images([p for p in paths if p not in huge], validate)
+    bad += [(p, huge[p]) for p in paths if p in huge] + [(p, "not a decodable image") for p in paths if p in broken]
+    keep = [i for i, p in enumerate(paths) if p not in broken and p not in huge]
     kept = np.asarray([paths[i] for i in keep], dtype=object)
     examples = Examples(
         kept, np.asarray([labels[i] for i in keep], dtype=np.int64), kept

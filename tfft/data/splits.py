@@ -8,8 +8,11 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
+from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.utils.class_weight import compute_class_weight
 
 from tfft.data.bundle import DEFAULT_SEED, SPLITS, DataBundle, Examples
+
 
 def check_fraction(name: str, value: float) -> float:
     if not 0.0 <= value < 1.0:
@@ -85,7 +88,8 @@ def kfold_indices(
     """Stratified k-fold: `(train_idx, val_idx)` per fold.
 
     Every example is in exactly one validation fold; each class is spread as
-    evenly as possible over the folds.
+    evenly as possible over the folds (scikit-learn's `StratifiedKFold`, or
+    `KFold` when a class has fewer than `k` examples or `stratify=False`).
 
     Args:
         labels: int class index per example.
@@ -105,24 +109,15 @@ def kfold_indices(
     labels = np.asarray(labels)
     if not 2 <= k <= len(labels):
         raise ValueError(f"k must be in [2, {len(labels)}] (the example count), got {k}.")
-    groups = (
-        np.unique(labels, axis=0, return_inverse=True)[1].reshape(-1)
-        if stratify
-        else np.zeros(len(labels), dtype=int)
-    )
-    rng = np.random.default_rng(seed)
-    fold_of = np.empty(len(labels), dtype=np.int64)
-    offset = 0
-    for group in np.unique(groups):
-        members = rng.permutation(np.flatnonzero(groups == group))
-        # Continue where the last class stopped, so fold sizes stay even.
-        fold_of[members] = (np.arange(len(members)) + offset) % k
-        offset = (offset + len(members)) % k
-    everything = np.arange(len(labels))
-    return [
-        (everything[fold_of != fold], everything[fold_of == fold])
-        for fold in range(k)
-    ]
+    if stratify:  # scikit-learn's folds, over one group per distinct label (row, for multi-hot labels)
+        groups = np.unique(labels, axis=0, return_inverse=True)[1].reshape(-1)
+        if np.bincount(groups).min() < k:
+            splitter = KFold(n_splits=k, shuffle=True, random_state=seed)  # a class too small to stratify
+        else:
+            splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    else:
+        groups, splitter = np.zeros(len(labels), dtype=int), KFold(n_splits=k, shuffle=True, random_state=seed)
+    return [(np.sort(train), np.sort(val)) for train, val in splitter.split(np.zeros(len(labels)), groups)]
 
 
 def kfold(
@@ -146,6 +141,7 @@ def kfold(
     Example:
 
     >>> import numpy as np
+    >>> from tfft.data import from_arrays
     >>> bundle = from_arrays(np.zeros((10, 3)), [0, 1] * 5, batch_size=4)
     >>> len(list(kfold(bundle, k=5)))
     5
@@ -197,11 +193,9 @@ def class_weights(
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.size == 0 or labels.dtype.kind not in "iub":
         raise ValueError("class_weights needs a non-empty 1-D array of int labels.")
-    counts = np.bincount(labels, minlength=num_classes or 0)
-    present = np.flatnonzero(counts)
-    return {
-        int(c): float(len(labels) / (len(present) * counts[c])) for c in present
-    }
+    present = np.flatnonzero(np.bincount(labels, minlength=num_classes or 0))
+    weights = compute_class_weight("balanced", classes=present, y=labels)  # n / (k * count), scikit-learn's
+    return {int(c): float(w) for c, w in zip(present, weights)}
 
 
 def split_sources(path: Any) -> dict[str, Any]:

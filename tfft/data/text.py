@@ -22,8 +22,17 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from tfft.data.bundle import BAD_FILE_POLICIES, DEFAULT_SEED, SPLITS, DataBundle, Examples, check_choice, make_bundle
-from tfft.data.bundle import label_mapping_note, report_bad
+from tfft.data.bundle import (
+    BAD_FILE_POLICIES,
+    DEFAULT_SEED,
+    SPLITS,
+    DataBundle,
+    Examples,
+    check_choice,
+    label_mapping_note,
+    make_bundle,
+    report_bad,
+)
 from tfft.data.folders import list_class_folder, resolve_folder_classes
 from tfft.data.pipeline import Pipeline
 from tfft.data.splits import make_splits, split_sources

@@ -12,8 +12,16 @@ from tfft import net
 from tfft import order as order_lib
 from tfft.data.augment import augmentation_layer, mark_augmented
 from tfft.data.bundle import BAD_FILE_POLICIES, DEFAULT_SEED, DataBundle, check_choice
-from tfft.data.pipeline import (AUTO_CACHE_BYTES, AUTOTUNE, MAX_SHUFFLE_BUFFER, cache_dataset, fingerprint,
-                                resize_layer, resolve_image_size, to_rgb)
+from tfft.data.pipeline import (
+    AUTO_CACHE_BYTES,
+    AUTOTUNE,
+    MAX_SHUFFLE_BUFFER,
+    cache_dataset,
+    fingerprint,
+    resize_layer,
+    resolve_image_size,
+    to_rgb,
+)
 from tfft.data.splits import check_fraction, split_sources
 
 # Host that TFDS downloads prepared datasets from; probed before a download.

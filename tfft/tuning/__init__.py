@@ -12,13 +12,34 @@ tuners with tfft's additions, `make_tuner`), `results` (`trials.csv`, `best_conf
 README's "Tuning" section has the recipes for one GPU, many GPUs and many machines.
 """
 
-from tfft.tuning.hypermodel import (CONFIG_KEYS, DEFAULT_SEARCH_SPACE, SEARCH_KEYS, DeferredBestEpoch,
-                                    TransferHyperModel, trial_seed)
+from tfft.tuning.hypermodel import (
+                                    CONFIG_KEYS,
+                                    DEFAULT_SEARCH_SPACE,
+                                    SEARCH_KEYS,
+                                    DeferredBestEpoch,
+                                    TransferHyperModel,
+                                    trial_seed,
+)
 from tfft.tuning.launch import free_port, launch_local, worker_env
-from tfft.tuning.results import (BEST_CONFIG, TRIALS_CSV, TRIALS_PLOT, best_config, export_results, list_trials,
-                                 plot_trials, trials_table)
-from tfft.tuning.tuners import (ALGORITHMS, BayesianOptimization, GridSearch, Hyperband, RandomSearch, make_tuner,
-                                search_identity)
+from tfft.tuning.results import (
+                                    BEST_CONFIG,
+                                    TRIALS_CSV,
+                                    TRIALS_PLOT,
+                                    best_config,
+                                    export_results,
+                                    list_trials,
+                                    plot_trials,
+                                    trials_table,
+)
+from tfft.tuning.tuners import (
+                                    ALGORITHMS,
+                                    BayesianOptimization,
+                                    GridSearch,
+                                    Hyperband,
+                                    RandomSearch,
+                                    make_tuner,
+                                    search_identity,
+)
 
 __all__ = [
     "TransferHyperModel", "make_tuner", "export_results", "best_config", "trials_table", "plot_trials",

@@ -14,10 +14,10 @@ chief to answer: each ends with one sentence instead of hanging.
 
 import fcntl
 import os
-from concurrent import futures
 import socket
 import subprocess
 import time
+from concurrent import futures
 
 from tfft import net
 

@@ -119,8 +119,8 @@ def export_results(tuner, path_or_dir=None, *, plot=True):
     Args:
         tuner: a KerasTuner tuner (on a distributed worker nothing is written: the
             chief holds the trials).
-        path_or_dir: a directory (default: `make_tuner`'s `results_dir`, else the tuner's project directory), or the path of
-            the CSV file (the other files go beside it).
+        path_or_dir: a directory (default: `make_tuner`'s `results_dir`, else the tuner's project
+            directory), or the path of the CSV file (the other files go beside it).
         plot: also draw `trials.png`.
 
     Returns:

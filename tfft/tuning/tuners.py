@@ -236,7 +236,8 @@ def make_tuner(hypermodel, *, algorithm="bayesian", objective="val_accuracy", ma
         tuner.search(data.train, validation_data=data.validation)
     """
     if algorithm not in _TUNERS:
-        raise ValueError(f"Unknown algorithm {algorithm!r}.{did_you_mean(algorithm, ALGORITHMS)} Use one of {ALGORITHMS}.")
+        raise ValueError(f"Unknown algorithm {algorithm!r}.{did_you_mean(algorithm, ALGORITHMS)} "
+                         f"Use one of {ALGORITHMS}.")
     if algorithm == "hyperband" and getattr(hypermodel, "cv_folds", None):
         raise ValueError("cv_folds trains every fold from scratch and cannot continue Hyperband's trials; "
                          "use algorithm='random' or 'bayesian'.")
