@@ -16,11 +16,14 @@ images and the views it names (test-time augmentation, `tfft.tta`; image runs on
 import os
 import re
 
+import keras
 from absl import flags
 
 from experiments import config as config_lib
 from experiments import entry, inputs, modeling
 from experiments import workdir as workdir_lib
+from tfft import io, reporting
+from tfft import tta as tta_lib
 from tfft.info import model_info
 
 SPLITS = ("test", "validation", "train")
@@ -45,8 +48,6 @@ def _tta_views(tta):
     """`--tta` as `(views with the original first, folder suffix)`; `((), "")` for none.
 
     An unknown view is a usage error."""
-    from tfft import tta as tta_lib
-
     text = tta if isinstance(tta, str) or tta is None else ",".join(tta)
     if not text or text.strip().lower() in ("", "none", "false", "0"):
         return (), ""
@@ -57,7 +58,7 @@ def _tta_views(tta):
     return views, "_tta_" + re.sub(r"[^a-z0-9.]+", "_", text.strip().lower())
 
 
-def _data_config(config, data):
+def data_config(config, data):
     """The run's config pointed at `data`: all of it is scored, unaugmented."""
     config = config.copy_and_resolve_references()
     if not os.path.exists(data):
@@ -100,11 +101,6 @@ def run(workdir, *, split="test", data=None, tta=None):
     print(metrics["accuracy"])
     ```
     """
-    import keras
-
-    import tfft  # noqa: F401  (registers tfft's layers for loading)
-    from tfft import io, reporting
-
     if split not in SPLITS:
         raise config_lib.UsageError(f"split={split!r}; use one of {SPLITS}.")
     views, suffix = _tta_views(tta)
@@ -120,7 +116,7 @@ def run(workdir, *, split="test", data=None, tta=None):
     config.data.augment = ""
     name = split
     if data:
-        config = _data_config(config, data)
+        config = data_config(config, data)
         name = os.path.splitext(os.path.basename(os.path.normpath(data)))[0] or "data"
     name += suffix
     with inputs.data_context(config) as scratch:

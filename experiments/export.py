@@ -48,13 +48,18 @@ files: also the size of the float32 one).
 import os
 import shutil
 import tempfile
+import warnings
 
+import keras
 import numpy as np
+import tensorflow as tf
 from absl import flags
 
 from experiments import config as config_lib
 from experiments import entry, inputs
 from experiments import workdir as workdir_lib
+from experiments.evaluate import data_config
+from tfft import io
 
 FORMATS = ("saved_model", "tflite", "keras")
 QUANTIZE = ("none", "float16", "dynamic", "int8")
@@ -97,8 +102,6 @@ class ExportMismatchError(RuntimeError):
 
 
 def _decode_resize(height, width):
-    import tensorflow as tf
-
     def decode(data):
         image = tf.io.decode_image(data, channels=3, expand_animations=False)
         image.set_shape([None, None, 3])
@@ -108,8 +111,6 @@ def _decode_resize(height, width):
 
 
 def _outputs(model, y):
-    import tensorflow as tf
-
     info = dict(getattr(model, "tfft_info", {}) or {})
     if info.get("task") == "regression":
         return {"outputs": y}
@@ -126,9 +127,6 @@ def _image_size(model):
 
 def save_serving_model(model, path):
     """Writes a SavedModel with raw-input serving signatures (see the module docstring)."""
-    import keras
-    import tensorflow as tf
-
     archive = keras.export.ExportArchive()
     archive.track(model)
     info = dict(getattr(model, "tfft_info", {}) or {})
@@ -176,8 +174,6 @@ TEXT_TFLITE = (
 
 def _token_model(model):
     """The text model after its tokenizer: `[token tensors in TOKEN_INPUTS order]` in, the outputs out."""
-    import keras
-
     structure = {name: name for name in TOKEN_INPUTS}
     outputs = keras.tree.pack_sequence_as(structure, model.get_layer("preprocessing").output)
     return keras.Model([outputs[name] for name in TOKEN_INPUTS], model.output, name="encoder")
@@ -194,8 +190,6 @@ def tokenize(model, texts):
 
 def _serving_function(model, text_inputs):
     """`(function, input_signature)` of the TFLite endpoint."""
-    import tensorflow as tf
-
     info = dict(getattr(model, "tfft_info", {}) or {})
     if info.get("modality") == "text":
         if text_inputs != "tokens":
@@ -227,9 +221,6 @@ def tflite_flatbuffer(model, quantize="none", *, representative=None, text_input
     flatbuffer = export.tflite_flatbuffer(model, "int8", representative=[{"pixels": x[i:i + 1]} for i in range(100)])
     ```
     """
-    import keras
-    import tensorflow as tf
-
     function, signature = _serving_function(model, text_inputs)
     with tempfile.TemporaryDirectory() as tmp:
         archive = keras.export.ExportArchive()
@@ -250,8 +241,6 @@ def tflite_flatbuffer(model, quantize="none", *, representative=None, text_input
 
 def save_tflite(model, path, quantize="none", *, representative=None, text_inputs="strings"):
     """Converts the model to TFLite (see `tflite_flatbuffer`) and writes it to `path` atomically."""
-    from tfft import io
-
     flatbuffer = tflite_flatbuffer(model, quantize, representative=representative, text_inputs=text_inputs)
     with io.atomic_path(path) as out:
         with open(out, "wb") as f:
@@ -261,10 +250,6 @@ def save_tflite(model, path, quantize="none", *, representative=None, text_input
 
 def _tflite_predict(path, feed):
     """Runs the TFLite file's `serve` signature on `feed` (pixels, or a dict of token arrays)."""
-    import warnings
-
-    import tensorflow as tf
-
     with warnings.catch_warnings():  # "tf.lite.Interpreter is deprecated": still TF 2.21's interpreter
         warnings.simplefilter("ignore", UserWarning)
         interpreter = tf.lite.Interpreter(model_path=path)
@@ -286,8 +271,6 @@ def quantize_keras(model, mode="int8"):
     >>> quantize_keras(model)
     (['d'], [])
     """
-    import keras
-
     types = tuple(getattr(keras.layers, name) for name in KERAS_QUANTIZABLE)
     model.quantize(mode, filters=lambda layer: isinstance(layer, types))  # Keras quantizes leaf layers only
     leaves = [layer for layer in model._flatten_layers() if layer.weights and len(list(layer._flatten_layers())) == 1]
@@ -317,8 +300,6 @@ def real_examples(config, model, n, *, calibration=0):
         lossless PNGs of the pixels), and unaugmented training pixels. Text: the strings, twice,
         and training strings. The calibration inputs are None when `calibration` is 0.
     """
-    import tensorflow as tf
-
     config = config.copy_and_resolve_references()
     config.data.augment = ""
     info = dict(getattr(model, "tfft_info", {}) or {})
@@ -363,8 +344,6 @@ def _check(key, name, reference, actual, *, binary=False):
 
 def _string_tensor(texts):
     """A tf.string tensor of str or UTF-8 bytes (`astype(str)` would decode bytes as ASCII)."""
-    import tensorflow as tf
-
     return tf.constant([t if isinstance(t, bytes) else str(t).encode("utf-8") for t in np.asarray(texts).ravel()])
 
 
@@ -397,8 +376,6 @@ def _sized(result, path, key, float_size=None):
 
 
 def _export_tflite(model, out_dir, keras_inputs, reference, *, quantize, calibration, text_inputs, float_size):
-    from tfft import io
-
     key, text = report_key("tflite", quantize), _info(model).get("modality") == "text"
     name = ("encoder" if text else "model") + ("" if quantize == "none" else f"_{quantize}") + ".tflite"
     representative = None
@@ -425,10 +402,6 @@ def _export_tflite(model, out_dir, keras_inputs, reference, *, quantize, calibra
 
 
 def _export_keras(model, out_dir, keras_inputs, reference, *, quantize, source, float_size):
-    import keras
-
-    from tfft import io
-
     key = report_key("keras", quantize)
     if quantize == "none":
         path = os.path.join(out_dir, "model.keras")
@@ -467,8 +440,6 @@ def export_format(model, fmt, out_dir, keras_inputs, raw_inputs, *, quantize="no
     `float_size`: the size of the same format's float32 file, when known (else it is converted
     or saved once more, in memory or a temporary folder, to compare sizes).
     """
-    import tensorflow as tf
-
     reference = _keras_predict(model, keras_inputs)
     if fmt == "keras":
         return _export_keras(model, out_dir, keras_inputs, reference, quantize=quantize, source=source,
@@ -522,9 +493,7 @@ def _load_examples(config, model, examples, calibration, workdir, data):
     """`real_examples`, with the one-sentence fix when int8 has no training data to calibrate on."""
     try:
         if data:
-            from experiments.evaluate import _data_config
-
-            config = _data_config(config, data)
+            config = data_config(config, data)
         inputs.check_data(config)
         return real_examples(config, model, max(1, int(examples)), calibration=calibration)
     except (config_lib.UsageError, OSError, ValueError) as e:
@@ -581,11 +550,6 @@ def run(workdir, fmt="saved_model", *, examples=8, quantize="none", text_inputs=
     print(report["tflite_int8"]["size_ratio"], report["tflite_int8"]["checks"]["pixels"]["max_abs_diff"])
     ```
     """
-    import keras
-
-    import tfft  # noqa: F401  (registers tfft's layers for loading)
-    from tfft import io
-
     formats = check_request(fmt, quantize, text_inputs)
     config = workdir_lib.read_workdir_config(workdir)
     path = os.path.join(workdir, "model.keras")

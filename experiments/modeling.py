@@ -12,6 +12,7 @@ import tfft
 from experiments.config import TINY_BERT, UsageError, parse_bool_or_auto
 from experiments.inputs import resolve_image_size
 from tfft import reporting
+from tfft import tta as tta_lib
 from tfft.info import model_info
 from tfft.recipe import Recipe
 from tfft.run_state import RunState
@@ -185,8 +186,6 @@ def score(model, dataset, *, class_names=(), task=None, tta=None, label_smoothin
         `report` is `tfft.reporting.classification_report`'s dict, or None for regression.
     """
     if tta:
-        from tfft import tta as tta_lib
-
         model = tta_lib.tta_model(model, tta_lib.with_original(tta))
     info = model_info(model)
     task = task or info.get("task", "multiclass")

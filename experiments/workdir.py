@@ -48,7 +48,7 @@ def prepare_workdir(config, workdir, *, write=True):
                 "to delete that run's results and start over."
             )
         resumed = True
-    elif os.path.isdir(workdir) and [f for f in os.listdir(workdir) if not f.startswith(".")]:
+    elif os.path.isdir(workdir) and [f for f in os.listdir(workdir) if not f.startswith(".") and f != "logs"]:
         raise UsageError(
             f"The workdir {workdir} is not empty and holds no config.json, so it is not a tfft run. Use a new "
             "or empty --workdir (or --config.overwrite=True to write tfft's files beside what is there)."

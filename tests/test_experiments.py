@@ -366,6 +366,26 @@ def test_command_line_smoke_run(tmp_path, shared_data):
     assert f"workdir: {workdir}" in result.stdout
     metrics = json.loads((workdir / "metrics.json").read_text())
     assert metrics["class_names"] == ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
+    # What a user needs and nothing else: no TensorFlow C++ start-up lines, no Keras end-of-data warnings.
+    for noise in ("I0000", "E0000", "oneDNN", "cuda drivers", "absl::InitializeLog", "ran out of data"):
+        assert noise not in result.stderr + result.stdout, noise
+    assert "[tfft] recipe for image data" in result.stdout and "label smoothing 0.1" in result.stdout
+
+
+def test_validation_loss_means_what_it_meant_in_training(tmp_path):
+    """metrics.json's validation loss is the best checkpoint's val_loss, label smoothing included."""
+    metrics = train.run(tiny_config(label_smoothing=0.2, monitor="val_loss"), str(tmp_path / "run"))
+    rows = [r for r in json.loads((tmp_path / "run" / "run_state.json").read_text())["phases"].values()]
+    best = min(logs["val_loss"] for phase in rows for logs in phase["epochs"].values())
+    assert metrics["validation"]["loss"] == pytest.approx(best, abs=1e-4)
+    assert metrics["recipe"]["label_smoothing"] == 0.2
+
+
+def test_an_unfreeze_spec_that_cannot_work_is_refused_before_the_head_phase(tmp_path):
+    with pytest.raises(ValueError, match=r"unfreeze='top3' does not fit this backbone: Freeze spec 'top3' is not "
+                                         r"understood\. Did you mean 'top'"):
+        train.run(tiny_config(unfreeze="top3"), str(tmp_path / "run"))
+    assert not (tmp_path / "run" / "run_state.json").exists() and not (tmp_path / "run" / "model.keras").exists()
 
 
 # --------------------------------------------------------------------------------------------
