@@ -234,3 +234,12 @@ def test_lora_on_a_cnn_is_refused_before_training(tmp_path):
     with pytest.raises(ValueError, match="lora_rank on a backbone without projections"):
         tfft.fine_tune(lite0(), (x, y), lora_rank=8, workdir=str(tmp_path / "w"), verbose=0)
     assert not (tmp_path / "w").exists()
+
+
+def test_text_rule_follows_the_measured_recipes_by_data_size():
+    """BUILD_NOTES: 4 epochs after one head epoch up to 20,000 examples, one epoch beyond (SST-2 measured)."""
+    small = default_recipe(modality="text", examples=6_920)
+    large = default_recipe(modality="text", examples=61_696)
+    assert (small.head_epochs, small.finetune_epochs) == (1, 4)
+    assert (large.head_epochs, large.finetune_epochs) == (1, 1)
+    assert small.finetune_learning_rate == large.finetune_learning_rate == 1e-4
