@@ -243,3 +243,36 @@ def test_text_rule_follows_the_measured_recipes_by_data_size():
     assert (small.head_epochs, small.finetune_epochs) == (1, 4)
     assert (large.head_epochs, large.finetune_epochs) == (1, 1)
     assert small.finetune_learning_rate == large.finetune_learning_rate == 1e-4
+
+
+def _image_folder(root):
+    x, y = arrays()
+    for i, (image, label) in enumerate(zip(x, y)):
+        folder = root / f"class_{label}"
+        folder.mkdir(exist_ok=True)
+        keras.utils.save_img(folder / f"{i}.png", np.clip(image, 0, 255).astype("uint8"))
+    return root
+
+
+def _head_losses(bundle, cache, epochs=4):
+    result = tfft.fine_tune(lite0(), bundle.train, bundle.validation, head_epochs=epochs, finetune_epochs=0,
+                            patience=epochs + 1, cache_features=cache, verbose=0,
+                            feature_store=features_lib.FeatureStore())
+    assert result.phases[0].cached_features is cache
+    return result.history["loss"]
+
+
+def test_an_image_folder_trains_the_same_epochs_with_and_without_the_cache(tmp_path):
+    """Every epoch, not only the best one that early stopping keeps: the cache must not change training."""
+    bundle = tfft.data.from_image_directory(_image_folder(tmp_path), image_size=SHAPE[:2], batch_size=8, seed=5,
+                                            validation_split=0.25)
+    np.testing.assert_allclose(_head_losses(bundle, True), _head_losses(bundle, False), rtol=1e-5)
+
+
+@pytest.mark.xfail(strict=True, reason="known bug: with run-time skipping of bad files (validate='header') the "
+                   "dataset's cardinality is unknown and the recomputed head phase trains epochs 2+ on other "
+                   "batches than the cached one (benchmarks/RESULTS.md, feature cache notes, 2026-12-03)")
+def test_an_image_folder_with_run_time_skipping_trains_the_same_epochs_with_and_without_the_cache(tmp_path):
+    bundle = tfft.data.from_image_directory(_image_folder(tmp_path), image_size=SHAPE[:2], batch_size=8, seed=5,
+                                            validation_split=0.25, validate="header")
+    np.testing.assert_allclose(_head_losses(bundle, True), _head_losses(bundle, False), rtol=1e-5)
