@@ -185,7 +185,7 @@ def test_trial_checkpoint_of_a_cached_head_phase_holds_the_best_epoch(tmp_path):
     saver_save = saver._save_model
     saver._save_model = lambda: (writes.append(1), saver_save())
     deferred = tuning.DeferredBestEpoch(saver, model)
-    deferred.set_model(keras.Model())  # what fit does: the head model is being fit
+    deferred.set_model(features_lib.split_at_features(model)[1])  # what fit does: the head model is being fit
     logits = model.get_layer("head_logits")
     deferred.on_train_begin()
     for epoch, score in enumerate([0.5, 0.9, 0.7]):

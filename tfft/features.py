@@ -188,8 +188,7 @@ class FeatureStore:
 
     def _compute(self, extractor, data, key):
         batches, batch_size, nbytes, path, writer_parts = [], None, 0, None, []
-        # One traced graph instead of an eager layer-by-layer call per batch.
-        forward = tf.function(lambda inputs: extractor(inputs, training=False), reduce_retracing=True)
+        forward = _forward(extractor, data.element_spec)
         for batch in data:
             x, y, w = _unpack(batch)
             features = np.asarray(forward(x))
@@ -235,6 +234,24 @@ class FeatureStore:
         for part in parts:
             shutil.rmtree(part, ignore_errors=True)
         return path
+
+
+def _forward(extractor, element_spec):
+    """The extractor as one traced graph for any batch size (instead of an eager layer-by-layer
+    call per batch), traced once per input signature and shared by the training and the
+    validation split."""
+    x_spec = _unpack(element_spec)[0]
+    specs = tf.nest.flatten(x_spec)
+    signature = None
+    if all(type(s) is tf.TensorSpec and s.shape.rank for s in specs):
+        signature = tf.nest.map_structure(lambda s: tf.TensorSpec([None, *s.shape[1:]], s.dtype), x_spec)
+    forwards = extractor.__dict__.setdefault("_tfft_forwards", {})
+    name = repr(signature)
+    if name not in forwards:
+        forwards[name] = tf.function(lambda inputs: extractor(inputs, training=False),
+                                     input_signature=None if signature is None else [signature],
+                                     reduce_retracing=True)
+    return forwards[name]
 
 
 def _count(entry):

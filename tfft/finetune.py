@@ -240,7 +240,7 @@ def fine_tune(
             state.finish(phase.name, model)
     if resolved.lora_rank:
         lora.merge_lora(model)  # a plain model: the adapters folded into the kernels, saved and loaded as usual
-    metrics = phases_lib.final_metrics(model, val, results, verbose, resolved)
+    metrics = phases_lib.final_metrics(model, val, results, verbose, resolved, runner.cached_evaluation)
     if workdir:
         state.set_metrics(metrics)
     return FineTuneResult(phases=results, metrics=metrics, recipe=resolved)

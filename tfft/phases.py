@@ -14,6 +14,7 @@ from typing import Dict, List, Optional
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tfft import batches as batches_lib
 from tfft import callbacks as callbacks_lib
@@ -54,6 +55,8 @@ class PhaseRunner:
         self.default_callbacks, self.monitor, self.class_weight = default_callbacks, monitor, class_weight
         self.verbose, self.jit_compile = verbose, jit_compile
         self._examples = None
+        self._batches = None
+        self.cached_evaluation = None  # (head model, validation features) of the last phase run on features
 
     # ------------------------------------------------------------------ data
 
@@ -66,10 +69,21 @@ class PhaseRunner:
     def steps_per_epoch(self):
         if self.recipe.batch_size:
             return recipe_lib.steps_per_epoch(self.examples, self.recipe.batch_size)
-        return batches_lib.steps_in(self.train)
+        return self._batches_in_train()
+
+    def _batches_in_train(self):
+        if self._batches is None:
+            self._batches = batches_lib.steps_in(self.train)
+        return self._batches
 
     def _training_data(self, phase):
         train = self.train
+        if int(train.cardinality()) == tf.data.UNKNOWN_CARDINALITY:
+            # Keras runs one step past the end of a dataset of unknown length each epoch, and that
+            # step still advances the model's random state (Dropout's seed generator): epochs 2+
+            # would then draw other masks than the same data with a known length, or than the
+            # cached head phase. Counted once (`steps_in`), the length is asserted.
+            train = train.apply(tf.data.experimental.assert_cardinality(self._batches_in_train()))
         if self.recipe.batch_size and distribute_lib.dataset_batch_size(train) != self.recipe.batch_size:
             train = batches_lib.rebatch(train, self.recipe.batch_size, self.examples)
         if phase.is_head or not (self.recipe.augment or self.recipe.mixup or self.recipe.cutmix):
@@ -116,7 +130,10 @@ class PhaseRunner:
             summary = unfreeze(model, phase.trains, train_batchnorm=recipe.train_batchnorm)
         cached = self._on_cached_features(phase)
         fit_model, fit_train, fit_val = cached or (model, self._training_data(phase), self.val)
-        arguments = recipe_lib.compile_arguments(recipe, phase, self.steps_per_epoch(), jit_compile=self.jit_compile)
+        self.cached_evaluation = (fit_model, fit_val) if cached and fit_val is not None else None
+        steps = int(fit_train.cardinality())  # known for cached features: no counting pass over the images
+        steps = steps if steps >= 0 else self.steps_per_epoch()
+        arguments = recipe_lib.compile_arguments(recipe, phase, steps, jit_compile=self.jit_compile)
         with model.distribute_strategy.scope():
             compile_model(fit_model, task=model_info(model).get("task"), **arguments)
         where = " on cached backbone features" if cached else ""
@@ -173,17 +190,23 @@ class PhaseRunner:
                 "clipnorm=...).")
 
 
-def final_metrics(model, val, phases, verbose, recipe):
+def final_metrics(model, val, phases, verbose, recipe, cached_evaluation=None):
     """The validation metrics of the model as it ends (the last training metrics without validation data).
 
     The model is compiled again with the run's loss (label smoothing included) when its last
     phase fit the head model on cached features, so `val_loss` means what it meant in training.
+    Then the scores come from the head on the cached validation features
+    (`cached_evaluation`: `(head model, features)`, `PhaseRunner.cached_evaluation`): the same
+    numbers as the whole model on the images (the backbone is frozen and in inference mode),
+    without running the backbone again.
     """
     if val is not None:
-        if not model.compiled or (phases and phases[-1].cached_features):
+        on_features = bool(phases and phases[-1].cached_features)
+        if not model.compiled or on_features:
             with model.distribute_strategy.scope():  # a model built under a strategy compiles under it
                 compile_model(model, label_smoothing=recipe.label_smoothing)  # the task's loss and metrics
-        scores = model.evaluate(val, return_dict=True, verbose=0 if verbose == "auto" else verbose)
+        scorer, data = cached_evaluation if on_features and cached_evaluation else (model, val)
+        scores = scorer.evaluate(data, return_dict=True, verbose=0 if verbose == "auto" else verbose)
         return {f"val_{k}": float(v) for k, v in scores.items()}
     last = {}
     for phase in phases:

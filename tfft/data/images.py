@@ -239,8 +239,7 @@ def from_image_directory(
         augment=augmentation_layer(augment, seed),
         cache=os.fspath(cache) if isinstance(cache, os.PathLike) else cache,
         # With validate="decode" every file has been decoded already, so the datasets keep their
-        # cardinality (no run-time `ignore_errors`): with an unknown one, Keras's epoch iterator
-        # trains epochs after the first on other batches than the cached features (tests/test_recipe.py).
+        # cardinality (no run-time `ignore_errors`, no counting pass before training: tfft.phases).
         skip_errors=on_bad_file == "skip" and validate != "decode",
     )
     bundle = make_bundle(

@@ -475,14 +475,16 @@ class DeferredBestEpoch(callbacks_lib.PinnedModel):
                 self.callback._save_model = own
 
     def _remember(self):
-        self._best = self.pinned.get_weights()
+        # The head model's weights only (it shares the full model's head layers): the frozen
+        # backbone cannot change on cached features, so copying it would be wasted time.
+        self._best = self.model.get_weights()
 
     def on_train_end(self, logs=None):
         if self._best is not None:
-            current = self.pinned.get_weights()
-            self.pinned.set_weights(self._best)
-            self.callback._save_model()
-            self.pinned.set_weights(current)
+            current = self.model.get_weights()
+            self.model.set_weights(self._best)
+            self.callback._save_model()  # the full model, with the best epoch's head
+            self.model.set_weights(current)
             self._best = None
         self.callback.on_train_end(logs)
 
