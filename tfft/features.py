@@ -245,12 +245,13 @@ def _forward(extractor, element_spec):
     signature = None
     if all(type(s) is tf.TensorSpec and s.shape.rank for s in specs):
         signature = tf.nest.map_structure(lambda s: tf.TensorSpec([None, *s.shape[1:]], s.dtype), x_spec)
-    forwards = extractor.__dict__.setdefault("_tfft_forwards", {})
+    forwards = extractor.__dict__.setdefault("_tfft_forwards", {})  # lives and dies with the extractor
     name = repr(signature)
     if name not in forwards:
-        forwards[name] = tf.function(lambda inputs: extractor(inputs, training=False),
-                                     input_signature=None if signature is None else [signature],
-                                     reduce_retracing=True)
+        if signature is None:  # e.g. ragged inputs: traced on first use, generalized on the next shape
+            forwards[name] = tf.function(lambda inputs: extractor(inputs, training=False), reduce_retracing=True)
+        else:
+            forwards[name] = tf.function(lambda inputs: extractor(inputs, training=False), input_signature=[signature])
     return forwards[name]
 
 
