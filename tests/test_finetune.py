@@ -10,6 +10,7 @@ import tensorflow as tf
 
 import tfft
 from tfft import features as features_lib
+from tiny import tiny_vgg
 
 SHAPE = (32, 32, 3)
 
@@ -25,9 +26,10 @@ def dataset(x, y, batch_size=8):
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
 
 
-def small_model(dropout=0.0, name="vgg16"):
+def small_model(dropout=0.0):
+    """VGG16's block structure at a thousandth of its size: every fine_tune here saves and backs up weights."""
     keras.utils.set_random_seed(1)
-    return tfft.build_model(name, num_classes=3, weights=None, input_shape=SHAPE, dropout=dropout)
+    return tfft.build_model(tiny_vgg(), num_classes=3, weights=None, dropout=dropout)
 
 
 class Crash(keras.callbacks.Callback):
@@ -91,7 +93,7 @@ def test_cache_is_reused_and_never_stale():
     store.dataset(extractor, ds)
     assert (store.misses, store.hits) == (1, 1)
     # Changed weights -> a new key, recomputed features.
-    conv = model.get_layer("backbone").get_layer("block5_conv3")
+    conv = model.get_layer("backbone").get_layer("block5_conv1")
     conv.kernel.assign(conv.kernel * 2.0)
     second = list(store.dataset(extractor, ds))
     assert store.misses == 2
@@ -131,11 +133,11 @@ def test_unfreeze_spec_is_what_trains():
     x, y = data(n=8)
     model = small_model()
     before = {v.path: v.numpy().copy() for v in model.get_layer("backbone").weights}
-    tfft.fine_tune(model, dataset(x, y), head_epochs=0, finetune_epochs=1, unfreeze="re:block5_conv3",
+    tfft.fine_tune(model, dataset(x, y), head_epochs=0, finetune_epochs=1, unfreeze="re:block5_conv1",
                    finetune_learning_rate=1e-2, verbose=0)
     for v in model.get_layer("backbone").weights:
         changed = not np.array_equal(before[v.path], v.numpy())
-        assert changed == v.path.startswith("block5_conv3"), v.path
+        assert changed == v.path.startswith("block5_conv1"), v.path
 
 
 def test_resume_after_a_crash_in_each_phase(tmp_path):

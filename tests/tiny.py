@@ -28,3 +28,14 @@ def two_class_images(n=24, seed=0, shape=SHAPE):
     x = rng.uniform(0, 200, (n,) + tuple(shape)).astype("float32")
     x[y == 1, : shape[0] // 2] += 55.0
     return x, y
+
+
+def tiny_vgg(widths=(4, 4, 8, 8, 8), shape=SHAPE):
+    """VGG's layer names (`block<i>_conv1`, `block<i>_pool`) on five one-conv blocks: the block specs
+    (`top:2`, gradual unfreezing) resolve as on VGG16, at a thousandth of its weights to save."""
+    inputs = keras.Input(shape)
+    x = inputs
+    for i, width in enumerate(widths, start=1):
+        x = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name=f"block{i}_conv1")(x)
+        x = keras.layers.MaxPooling2D(name=f"block{i}_pool")(x)
+    return keras.Model(inputs, x, name="tiny_vgg")
