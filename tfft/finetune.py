@@ -186,7 +186,7 @@ def fine_tune(
             good epoch.
 
     Example:
-    >>> model = tfft.build_model("resnet50", num_classes=2, weights=None, input_shape=(32, 32, 3))
+    >>> model = tfft.build_model("vgg16", num_classes=2, weights=None, input_shape=(32, 32, 3))
     >>> x, y = np.random.rand(8, 32, 32, 3) * 255, np.arange(8) % 2
     >>> result = tfft.fine_tune(model, (x, y), (x, y), head_epochs=1, finetune_epochs=1, verbose=0)
     [tfft] recipe for image data (8 training examples): head 1 epoch (adam 0.001, constant) on cached features, ...

@@ -241,7 +241,7 @@ def find_learning_rate(model, data, *, min_lr=1e-7, max_lr=10.0, num_steps=100, 
         `search_range`).
 
     Example:
-    >>> model = tfft.build_model("resnet50", num_classes=2, weights=None, input_shape=(32, 32, 3))
+    >>> model = tfft.build_model("vgg16", num_classes=2, weights=None, input_shape=(32, 32, 3))
     >>> x, y = np.random.rand(64, 32, 32, 3) * 255, np.arange(64) % 2
     >>> result = tfft.find_learning_rate(model, (x, y), num_steps=20, verbose=0)
     >>> len(result.learning_rates) <= 20
