@@ -131,6 +131,7 @@ def fit_and_compare(model, spec, train_batchnorm=False):
     """Freezes, fits, and returns (frozen_names, before, after) of the backbone variables."""
     summary = tfft.freeze(model, spec, train_batchnorm=train_batchnorm)
     tfft.compile_model(model, optimizer="sgd", learning_rate=0.05)
+    model.run_eagerly = True  # the same trainable flags and BatchNorm modes, without tracing a ResNet50 train step
     backbone = model.get_layer("backbone")
     before = snapshot(backbone)
     x, y = images(8)
