@@ -82,8 +82,10 @@ def test_text_model_structure():
     assert not backbone.trainable_weights and model.trainable_weights
 
 
-@pytest.mark.parametrize("pooling", ["cls", "mean"])
-@pytest.mark.parametrize("task,num_classes", [("binary", None), ("multiclass", 3)])
+@pytest.mark.parametrize("pooling,task,num_classes", [
+    ("cls", "binary", None), ("mean", "multiclass", 3),  # every value once in the default run; the rest slow
+    pytest.param("mean", "binary", None, marks=pytest.mark.slow),
+    pytest.param("cls", "multiclass", 3, marks=pytest.mark.slow)])
 def test_fit_and_predict_on_python_strings(pooling, task, num_classes):
     model = tiny_model(task=task, num_classes=num_classes, pooling=pooling, freeze="none")
     labels = LABELS if task == "binary" else np.arange(10) % 3
@@ -193,7 +195,8 @@ def assert_same_predictions(batch, fixed, x, y, atol=1e-5):
     assert scores[0]["accuracy"] == scores[1]["accuracy"]
 
 
-@pytest.mark.parametrize("pooling,pairs", [("cls", False), ("mean", False), ("cls", True)])
+@pytest.mark.parametrize("pooling,pairs", [("mean", False), ("cls", True),
+                                          pytest.param("cls", False, marks=pytest.mark.slow)])
 def test_batch_padding_predicts_as_fixed_length(pooling, pairs):
     batch, fixed = twin_models(*tiny_bert(dropout=0.0), pooling=pooling, sentence_pairs=pairs)
     x = (MIXED, MIXED[::-1]) if pairs else MIXED
@@ -523,7 +526,7 @@ def test_minilm_fit_and_keras_round_trip(minilm_dir, tmp_path):
     np.testing.assert_allclose(model.predict(query, verbose=0), loaded.predict(query, verbose=0), atol=1e-6)
 
 
-@pytest.mark.parametrize("pooling", ["cls", "mean"])
+@pytest.mark.parametrize("pooling", ["cls", pytest.param("mean", marks=pytest.mark.slow)])  # the stock config's
 def test_minilm_batch_padding_predicts_as_fixed_length(minilm_dir, shared_data, pooling):
     """Real weights on real SST-2 dev sentences (3 to 40+ words): padding per batch changes nothing."""
     with open(shared_data / "sst2" / "dev.tsv", encoding="utf-8") as f:
